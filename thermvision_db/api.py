@@ -1,0 +1,91 @@
+"""`load_dataset` / `load_dataset_builder`: drop-ins for the `datasets` functions of the same name.
+
+`datasets` 4.0 removed loading scripts, so `datasets.load_dataset("thermvision_db", ...)` cannot run this
+package's code. These wrappers build the package's builder directly and return ordinary `datasets`
+objects; any other dataset name passes straight through to `datasets.load_dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import datasets
+
+from thermvision_db.errors import ThermVisionError
+
+NAMES = {"thermvision_db", "thermvision-db", "ThermVision-DB", "MAli-Farooq/ThermVision-DB"}
+_SOURCE_MODULES = ("builder", "features", "labels", "release", "released_rows", "images2d", "splits", "video")
+RELEASED_CONFIGS = {"frames", "videos", "images"}
+
+
+def _code_hash() -> str:
+    """Cache key part that changes whenever the code producing the rows changes."""
+    digest = hashlib.sha256()
+    package = resources.files("thermvision_db")
+    for name in _SOURCE_MODULES:
+        digest.update(package.joinpath(f"{name}.py").read_bytes())
+    digest.update(package.joinpath("data/members.tsv").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _data_fingerprint(data_dir: Path) -> str:
+    """Size and mtime of the top-level entries: replacing a zip or re-extracting invalidates the cache."""
+    digest = hashlib.sha256()
+    if data_dir.is_dir():
+        for entry in sorted(data_dir.iterdir()):
+            stat = entry.stat()
+            digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:8]
+
+
+def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike | None = None,
+                         cache_dir: str | None = None, **config_kwargs) -> datasets.DatasetBuilder:
+    """The builder for a configuration, its cache keyed on code, data folder and every option."""
+    from thermvision_db.builder import ThermVisionDB
+
+    name = name or ThermVisionDB.DEFAULT_CONFIG_NAME
+    known = [c.name for c in ThermVisionDB.BUILDER_CONFIGS]
+    if name not in known:
+        raise ValueError(f"unknown configuration {name!r}; choose one of {known}")
+    code = _code_hash()
+    if name in RELEASED_CONFIGS:
+        from thermvision_db.release import resolve_data_dir
+
+        resolved = resolve_data_dir(data_dir)
+        data_dir = str(resolved.resolve())
+        code += _data_fingerprint(resolved)
+    return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)
+
+
+def load_dataset(path: str = "thermvision_db", name: str | None = None, *, split=None,
+                 data_dir: str | os.PathLike | None = None, cache_dir: str | None = None, streaming: bool = False,
+                 num_proc: int | None = None, download_mode=None, verification_mode=None,
+                 keep_in_memory: bool | None = None, trust_remote_code: bool | None = None, **config_kwargs):
+    """Load ThermVision-DB (`frames`, `videos`, `images`) as `datasets` objects; other names go to `datasets`."""
+    if path not in NAMES:
+        extra = {} if trust_remote_code is None else {"trust_remote_code": trust_remote_code}
+        return datasets.load_dataset(path, name, split=split, data_dir=data_dir, cache_dir=cache_dir,
+                                     streaming=streaming, num_proc=num_proc, download_mode=download_mode,
+                                     verification_mode=verification_mode, keep_in_memory=keep_in_memory,
+                                     **extra, **config_kwargs)
+    if trust_remote_code is not None:
+        warnings.warn("trust_remote_code is ignored: thermvision_db runs its own installed code", stacklevel=2)
+    builder = load_dataset_builder(name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if streaming:
+        if num_proc is not None:
+            raise ValueError("streaming=True reads lazily: parallelise with DataLoader(num_workers=...) instead of num_proc")
+        return builder.as_streaming_dataset(split=split)
+    try:
+        builder.download_and_prepare(download_mode=download_mode, verification_mode=verification_mode, num_proc=num_proc)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ThermVisionError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+    return builder.as_dataset(split=split, in_memory=bool(keep_in_memory))

@@ -1,0 +1,90 @@
+"""One typed schema per row kind, shared by the released corpus and generated corpora.
+
+Declared once here; `datasets.List` exists from 4.0 on and `Sequence` is its 3.x spelling.
+"""
+
+from __future__ import annotations
+
+import datasets
+
+from thermvision_db.labels import NUM_LANDMARKS, QC_NAMES, SOURCE_NAMES
+
+List = getattr(datasets, "List", None) or datasets.Sequence
+GENDERS = ["female", "male"]
+SETS = ["head_pose", "expression"]
+CATEGORIES = ["frontal", "accessories", "beard", "mix", "head_poses"]
+
+
+def _bbox():
+    return List(datasets.Value("float32"), length=4)
+
+
+def _landmarks():
+    """(54, 2) pixel (x, y) points, null where the corpus has none."""
+    return List(List(datasets.Value("float32"), length=2), length=NUM_LANDMARKS)
+
+
+def _head_pose():
+    return {"yaw": datasets.Value("float32"), "pitch": datasets.Value("float32"), "roll": datasets.Value("float32")}
+
+
+def face_feature():
+    return {"bbox": _bbox(), "landmarks": _landmarks(), "source": datasets.ClassLabel(names=SOURCE_NAMES)}
+
+
+def _identity_columns(identities: list[str]) -> dict:
+    return {
+        "video_id": datasets.Value("string"),
+        "identity": datasets.ClassLabel(names=list(identities)),
+        "gender": datasets.ClassLabel(names=GENDERS),
+        "set": datasets.ClassLabel(names=SETS),
+        "driving_template": datasets.Value("string"),
+    }
+
+
+def frame_features(identities: list[str]) -> datasets.Features:
+    """One row per frame. `head_pose`, `seed` and `prompt` are null for the released corpus."""
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            **_identity_columns(identities),
+            "frame_index": datasets.Value("int32"),
+            "faces": List(face_feature()),
+            "qc": datasets.ClassLabel(names=QC_NAMES),
+            "head_pose": _head_pose(),
+            "seed": datasets.Value("int64"),
+            "prompt": datasets.Value("string"),
+        }
+    )
+
+
+def video_features(identities: list[str]) -> datasets.Features:
+    """One row per video; `video` is stored undecoded and read by `thermvision_db.video` (no torchcodec)."""
+    return datasets.Features(
+        {
+            "video": datasets.Video(decode=False),
+            **_identity_columns(identities),
+            "num_frames": datasets.Value("int32"),
+            "fps": datasets.Value("float32"),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "boxes": List(List(_bbox())),
+            "landmarks": List(_landmarks()),
+            "qc": List(datasets.ClassLabel(names=QC_NAMES)),
+            "head_pose": List(_head_pose()),
+            "seed": datasets.Value("int64"),
+            "prompt": datasets.Value("string"),
+        }
+    )
+
+
+def image_features() -> datasets.Features:
+    """The 2D still categories: gender is null where the path does not say it."""
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "category": datasets.ClassLabel(names=CATEGORIES),
+            "gender": datasets.ClassLabel(names=GENDERS),
+            "path": datasets.Value("string"),
+        }
+    )
