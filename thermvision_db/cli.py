@@ -1,27 +1,166 @@
-"""`thermvision-db`: info, verify, preview, demo, generate, export, evaluate from a shell."""
+"""`thermvision-db`: info, verify, preview, demo, generate from a shell."""
 
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import sys
+from pathlib import Path
+
+from thermvision_db import __version__
+
+
+def _info(args) -> int:
+    import datasets
+
+    from thermvision_db.release import ARCHIVE_SHA256, IDENTITIES, MEMBERS
+    from thermvision_db.splits import RELEASED_SPLITS
+    from thermvision_db.video import available_backends
+
+    print(f"thermvision-db {__version__}  (datasets {datasets.__version__}; video backends: {', '.join(available_backends()) or 'none'})")
+    print(f"released corpus: {len(IDENTITIES)} identities, {len(MEMBERS)} videos, {sum(m.num_frames for m in MEMBERS):,} frames")
+    for name, digest in ARCHIVE_SHA256.items():
+        print(f"  {name}: sha256 {digest}")
+    for split, ids in RELEASED_SPLITS.items():
+        print(f"  {split}: {', '.join(ids)}")
+    print(f"  train: the other {len(IDENTITIES) - sum(len(v) for v in RELEASED_SPLITS.values())} identities")
+    if args.data_dir:
+        from thermvision_db.release import ReleaseSource
+
+        source = ReleaseSource(args.data_dir)
+        present = source.present_members()
+        print(f"{args.data_dir}: {len(present)} of {len(MEMBERS)} videos present ({', '.join(source.genders())} archives)")
+    return 0
+
+
+def _verify(args) -> int:
+    from thermvision_db.qc import RELEASED_MISSING, RELEASED_MULTIPLE, release_qc
+    from thermvision_db.release import ARCHIVE_SHA256, MEMBERS, ReleaseSource, sha256_file
+
+    data_dir = Path(args.data_dir)
+    problems = 0
+    if not args.no_checksums:
+        for name, expected in ARCHIVE_SHA256.items():
+            path = data_dir / name
+            if not path.is_file():
+                print(f"{name}: not present")
+                continue
+            actual = sha256_file(path)
+            verdict = "ok" if actual == expected else f"MISMATCH (expected {expected}); re-download, or this is a modified copy"
+            problems += actual != expected
+            print(f"{name}: sha256 {actual} {verdict}")
+    source = ReleaseSource(data_dir)
+    present = source.present_members()
+    absent = [m.video_id for m in MEMBERS if m not in present]
+    print(f"member table: {len(present)} of {len(MEMBERS)} videos present" + (f"; absent: {', '.join(absent[:10])}{' ...' if len(absent) > 10 else ''}" if absent else ""))
+    short = [m.video_id for m in present if not source.exists(m.gender, m.video_member)]
+    if short:
+        print(f"videos without their MP4 (frames only): {', '.join(short)}")
+    table = release_qc(source, present, progress=not args.quiet)
+    flagged = table[(table.missing > 0) | (table.multiple > 0) | (table.out_of_bounds > 0)]
+    print(f"label QC: {int(table.labelled.sum()):,} of {int(table.frames.sum()):,} frames labelled; "
+          f"{int(table.missing.sum())} missing, {int(table.multiple.sum())} multiple, {int(table.out_of_bounds.sum())} out of bounds "
+          f"(the full release has {RELEASED_MISSING} missing and {RELEASED_MULTIPLE} multiple)")
+    if len(flagged):
+        print(flagged[["video_id", "frames", "missing", "multiple", "out_of_bounds"]].to_string(index=False))
+    if args.report:
+        table.to_csv(args.report, index=False)
+        print(f"wrote {args.report}")
+    return 1 if problems else 0
+
+
+def _preview(args) -> int:
+    from thermvision_db.release import MEMBERS, ReleaseSource
+    from thermvision_db.released_rows import frame_rows
+    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif
+
+    source = ReleaseSource(args.data_dir)
+    present = source.present_members()
+    if args.video:
+        members = [m for m in present if m.video_id == args.video]
+        if not members:
+            known = [m.video_id for m in MEMBERS]
+            raise SystemExit(f"video {args.video!r} is not in {args.data_dir}" + ("" if args.video in known else f"; ids look like {known[0]}"))
+    else:
+        members = present[: max(1, args.videos)]
+    gif = str(args.out).lower().endswith(".gif")
+    pictures, captions = [], []
+    for member in members:
+        rows = list(frame_rows(source, member, repair_boxes=args.repair))
+        step = 1 if gif else max(1, len(rows) // args.frames)
+        for key, row in rows[::step][: None if gif else args.frames]:
+            image = row["image"]
+            from PIL import Image
+
+            picture = Image.open(image["path"] if image["bytes"] is None else io.BytesIO(image["bytes"]))
+            pictures.append(draw_annotations(picture, row["faces"], row["qc"]))
+            captions.append(f"{key} {row['qc']}")
+    out = Path(args.out)
+    if gif:
+        save_gif(pictures, out, fps=args.fps)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet(pictures, captions, columns=args.frames if len(members) > 1 else None, tile=args.tile).save(out)
+    print(f"wrote {out} ({len(pictures)} frames; green border ok, red missing, orange multiple; magenta boxes interpolated)")
+    return 0
+
+
+def _demo(args) -> int:
+    from thermvision_db.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thermvision-db", description=__doc__)
+    parser = argparse.ArgumentParser(prog="thermvision-db", description="ThermVision-DB loader and generator")
+    parser.add_argument("--version", action="version", version=f"thermvision-db {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the loader does")
     sub = parser.add_subparsers(dest="command", required=True)
-    from generator.cli import add_generate_parser
 
-    add_generate_parser(sub)
+    p = sub.add_parser("info", help="package, decoders, the member table and the fixed splits")
+    p.add_argument("data_dir", nargs="?", help="also say what a data folder holds")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("verify", help="checksums of the two zips, member table presence, label QC report")
+    p.add_argument("data_dir")
+    p.add_argument("--no-checksums", action="store_true", help="skip hashing the zips (about 20 GiB)")
+    p.add_argument("--report", help="write the per-video QC table as CSV")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("preview", help="contact sheet (PNG) of frames with boxes and QC drawn, or a GIF of one video")
+    p.add_argument("data_dir")
+    p.add_argument("--video", help="a video id such as F_31_S1")
+    p.add_argument("--videos", type=int, default=4, help="videos in the sheet when --video is not given")
+    p.add_argument("--frames", type=int, default=8, help="frames per video in the sheet")
+    p.add_argument("--tile", type=int, default=160)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--repair", action="store_true", help="show repaired boxes (interpolated in magenta)")
+    p.add_argument("--out", default="thermvision_preview.png", help="a .png contact sheet or a .gif")
+    p.set_defaults(func=_preview)
+
+    p = sub.add_parser("demo", help="miniature corpus -> load -> summary -> pictures; no data or GPU needed")
+    p.add_argument("--out", default="thermvision_demo")
+    p.set_defaults(func=_demo)
+
+    from generator.cli import add_generate_parser, run_generate
+
+    add_generate_parser(sub).set_defaults(func=run_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
-        from generator.cli import run_generate
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from thermvision_db.errors import ThermVisionError
 
-        return run_generate(args)
-    raise SystemExit(f"unknown command {args.command}")
+    try:
+        return int(args.func(args) or 0)
+    except ThermVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""`thermvision-db demo`: the main job end to end on embedded defaults, with no data, download or GPU.
+
+A miniature corpus in the released layout -> `load_dataset` (frames and videos) -> a summary -> a contact
+sheet with boxes and QC; then a tiny generator run (random weights) -> its own contact sheet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def _loader_part(out: Path) -> Path:
+    from thermvision_db import load_dataset
+    from thermvision_db.miniature import write_miniature
+    from thermvision_db.visualize import contact_sheet, draw_annotations
+
+    corpus = write_miniature(out / "corpus", frames_per_video=12, size=128, landmarks=True)
+    print(f"[1/3] miniature corpus: {len(corpus.identities)} identities, {len(corpus.members)} videos in {out / 'corpus'} "
+          "(the two zips and their folders, released layout and quirks)")
+    frames = load_dataset("thermvision_db", "frames", data_dir=corpus.root, cache_dir=str(out / "hf_cache"), repair_boxes=True)
+    videos = load_dataset("thermvision_db", "videos", data_dir=corpus.root, cache_dir=str(out / "hf_cache"))
+    qc_names = frames["train"].features["qc"].names
+    print("[2/3] load_dataset('thermvision_db', 'frames' | 'videos'):")
+    for split, ds in frames.items():
+        qc = Counter(qc_names[q] for q in ds["qc"])
+        ids = sorted(set(ds.features["identity"].int2str(i) for i in ds["identity"]))
+        print(f"      {split:<10} {ds.num_rows:4d} frames, {videos[split].num_rows} videos, identities {', '.join(ids)}; qc {dict(qc)}")
+    train = frames["train"]
+    picks = list(range(0, train.num_rows, max(1, train.num_rows // 16)))[:16]
+    pictures, captions = [], []
+    source_names = train.features["faces"].feature["source"].names
+    for i in picks:
+        row = train[i]
+        faces = [{**f, "source": source_names[f["source"]]} for f in row["faces"]]
+        pictures.append(draw_annotations(row["image"], faces, qc_names[row["qc"]]))
+        captions.append(f"{row['video_id']}/{row['frame_index']}")
+    sheet = out / "demo_frames.png"
+    contact_sheet(pictures, captions, columns=4, tile=192).save(sheet)
+    return sheet
+
+
+def run_demo(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    sheet = _loader_part(out)
+    print(f"      picture: {sheet}")
+    from thermvision_db import demo_generator
+
+    generated = demo_generator.run(out)
+    print(f"[3/3] tiny generator run: {generated}")
+    print(f"done in {time.perf_counter() - start:.1f} s; open {sheet}")
