@@ -40,8 +40,8 @@ class ThermVisionConfig(datasets.BuilderConfig):
     identities: tuple[str, ...] | None = None  # restrict to these identity keys (F_01, M_07, ...)
     video_backend: str = "pyav"  # decoder used where a PNG frame is missing
 
-    def __post_init__(self):
-        super().__post_init__()
+    def validate(self) -> None:
+        """Checked when the builder is made: `datasets` sets overrides on a copy without re-running __init__."""
         if self.split_by not in {"identity", "none"}:
             raise ValueError(f"split_by must be 'identity' or 'none', got {self.split_by!r}")
         if self.video_backend not in BACKENDS:
@@ -64,6 +64,10 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         ThermVisionConfig(name="images", description="the 2D still categories, one folder per category"),
     ]
     DEFAULT_CONFIG_NAME = "frames"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config.validate()
 
     def _info(self) -> datasets.DatasetInfo:
         features = {
