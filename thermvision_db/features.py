@@ -49,7 +49,7 @@ def frame_features(identities: list[str]) -> datasets.Features:
             "image": datasets.Image(),
             **_identity_columns(identities),
             "frame_index": datasets.Value("int32"),
-            "faces": List(face_feature()),
+            "faces": [face_feature()],  # a Python list keeps list-of-dicts rows on datasets 3.x too
             "qc": datasets.ClassLabel(names=QC_NAMES),
             "head_pose": _head_pose(),
             "seed": datasets.Value("int64"),

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from thermvision_db import load_dataset
+from thermvision_db.torch import ClipSampler, clip_dataset, collate_clips, collate_faces
+from thermvision_db.video import read_frames
+
+
+def test_collate_faces_keeps_variable_boxes(mini, hf_cache):
+    ds = load_dataset("thermvision_db", "frames", data_dir=mini.root, cache_dir=hf_cache, split_by="none", split="train")
+    rows = {(r["video_id"], r["frame_index"]): r for r in ds}
+    (double_video, (double_frame,)), = mini.multiple.items()
+    (missing_video, missing_frames), = [(k, v) for k, v in mini.missing.items()][:1]
+    batch = [rows[(double_video, double_frame)], rows[(missing_video, missing_frames[0])], rows[(double_video, 0)]]
+    out = collate_faces(batch)
+    assert out["image"].shape == (3, 3, mini.size, mini.size) and out["image"].dtype == torch.uint8
+    assert [b.shape[0] for b in out["boxes"]] == [2, 0, 1]
+    assert torch.allclose(out["boxes"][2][0], torch.tensor(mini.boxes[double_video][0]))
+    assert out["landmarks"][2].shape == (1, 54, 2) and not torch.isnan(out["landmarks"][2]).any()
+    assert out["frame_index"].tolist() == [double_frame, missing_frames[0], 0]
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_faces)
+    assert sum(len(b["boxes"]) for b in loader) == ds.num_rows
+
+
+def test_clip_sampler_indices():
+    uniform = ClipSampler(4)
+    assert uniform.indices(10).tolist() == [0, 3, 6, 9]
+    rand = ClipSampler(3, mode="random", seed=1)
+    a, b = rand.indices(50, "F_01_S1"), rand.indices(50, "F_01_S1")
+    assert np.array_equal(a, b) and np.all(np.diff(a) > 0) and len(a) == 3
+    assert not np.array_equal(a, rand.indices(50, "M_07_S2")) or not np.array_equal(a, ClipSampler(3, "random", 2).indices(50, "F_01_S1"))
+    with pytest.raises(ValueError):
+        ClipSampler(0)
+
+
+def test_clips_match_direct_decoding_and_batch(mini, hf_cache):
+    videos = load_dataset("thermvision_db", "videos", data_dir=mini.root, cache_dir=hf_cache, split_by="none", split="train")
+    clips = clip_dataset(videos, num_frames=3)
+    first = clips[0]
+    picks = first["frame_indices"].tolist()
+    assert picks == [0, 4, 7]
+    expected = read_frames(videos[0]["video"]["path"], picks)
+    assert torch.equal(first["frames"], torch.from_numpy(expected).permute(0, 3, 1, 2))
+    assert np.allclose(first["clip_boxes"].numpy(), [mini.boxes[first["video_id"]][i] for i in picks])
+    batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=2, collate_fn=collate_clips)))
+    assert batch["frames"].shape == (2, 3, 3, mini.size, mini.size)
+
+
+def test_streaming_clips_with_workers(mini):
+    it = load_dataset("thermvision_db", "videos", data_dir=mini.root, split="train", split_by="none", streaming=True)
+    loader = torch.utils.data.DataLoader(clip_dataset(it, 2), batch_size=2, num_workers=2, collate_fn=collate_clips)
+    ids = [v for b in loader for v in b["video_id"]]
+    assert sorted(ids) == sorted(m.video_id for m in mini.members)
+    missing_video = next(iter(mini.missing))
+    # a clip that contains a frame without a box carries NaN there
+    clip = ClipSampler(mini.frames_per_video)
+    row = next(r for r in load_dataset("thermvision_db", "videos", data_dir=mini.root, split="train", split_by="none", streaming=True)
+               if r["video_id"] == missing_video)
+    boxes = clip(row)["clip_boxes"]
+    assert np.isnan(boxes[list(mini.missing[missing_video])]).all()
