@@ -91,7 +91,8 @@ def render_thermal_face(size: int, box: Sequence[float], subject: int) -> np.nda
     face -= 35 * np.exp(-(((xx - cx) / (0.05 * w)) ** 2 + ((yy - (y + 0.58 * h)) / (0.07 * h)) ** 2))  # cold nose
     face -= 25 * np.exp(-(((xx - cx) / (0.14 * w)) ** 2 + ((yy - (y + 0.76 * h)) / (0.03 * h)) ** 2))  # mouth
     image = np.where(inside, face, image)
-    gray = np.clip(image, 0, 255).astype(np.uint8)
+    noise = np.random.default_rng([subject, int(x), int(y), int(w)]).normal(0.0, 2.0, image.shape)  # sensor noise (NETD)
+    gray = np.clip(image + noise, 0, 255).astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=2)
 
 

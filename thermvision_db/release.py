@@ -163,15 +163,31 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 class _FolderArchive:
     def __init__(self, path: Path):
         self.path = path  # the folder that holds `<Gender> Subjects/`
+        self._listings: dict[str, frozenset[str]] = {}
 
     def exists(self, member: str) -> bool:
-        return (self.path / member).is_file()
+        """Looked up in one cached listing per folder: a video's 600 frame and label files cost one scandir."""
+        folder, _, name = member.rpartition("/")
+        listing = self._listings.get(folder)
+        if listing is None:
+            try:
+                listing = frozenset(e.name for e in os.scandir(self.path / folder) if e.is_file())
+            except (FileNotFoundError, NotADirectoryError):
+                listing = frozenset()
+            self._listings[folder] = listing
+        return name in listing
 
     def read(self, member: str) -> bytes:
         return (self.path / member).read_bytes()
 
     def local_path(self, member: str) -> str:
         return str(self.path / member)
+
+    def __getstate__(self):  # listings are rebuilt in each worker
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
 
 
 class ReleaseSource:

@@ -86,7 +86,7 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
     decoded: np.ndarray | None = None
     for i, frame in enumerate(record.labels):
         png = member.frame_png(i)
-        local = source.local_path(member.gender, png)
+        local = source.local_path(member.gender, png)  # None when absent or inside a zip
         if local is not None:
             image = {"path": local, "bytes": None}
         elif source.exists(member.gender, png):
@@ -97,7 +97,7 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
             if decoded is None:
                 decoded = video_io.read_frames(_video_input(source, member), backend=backend)
             buffer = io.BytesIO()
-            Image.fromarray(decoded[i]).save(buffer, format="PNG")
+            Image.fromarray(decoded[i]).save(buffer, format="PNG", compress_level=1)  # fast: decoded right after
             image = {"path": f"frame_{i:04d}.png", "bytes": buffer.getvalue()}
         yield f"{member.video_id}/{i:04d}", {
             "image": image,

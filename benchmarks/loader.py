@@ -1,0 +1,130 @@
+"""Loader speed and memory, as ratios measured in one run on miniature corpora.
+
+1. Streaming `frames` throughput against the raw decoders reading the same files (PNG via PIL; frames whose
+   PNG is missing via PyAV from the MP4). Target: the loader reaches at least 0.8 of raw.
+2. Peak memory (RSS) of a full pass over `frames` (prepare the Arrow cache, then read every row with its
+   image) for corpora of 4, 8 and 16 identities, each pass in a fresh process. Target: flat.
+
+    python benchmarks/loader.py [--frames 60] [--size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _raw_pass(corpus) -> int:
+    """What a hand-written reader does: open every PNG, decode the MP4 where a PNG is missing."""
+    from thermvision_db.video import read_frames
+
+    count = 0
+    for member in corpus.members:
+        decoded = None
+        for i in range(corpus.frames_per_video):
+            path = Path(corpus.root) / member.frame_png(i)
+            if path.exists():
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+            else:
+                decoded = read_frames(Path(corpus.root) / member.video_member) if decoded is None else decoded
+                pixels = decoded[i]
+            label = Path(corpus.root) / member.label_txt(i)
+            if label.exists():
+                label.read_text()
+            count += pixels.shape[0] > 0
+    return count
+
+
+def _loader_pass(corpus) -> int:
+    from thermvision_db import load_dataset
+
+    stream = load_dataset("thermvision_db", "frames", data_dir=corpus.root, split="train", split_by="none", streaming=True)
+    count = 0
+    for row in stream:
+        count += np.asarray(row["image"]).shape[0] > 0
+    return count
+
+
+def throughput(corpus, repeats: int = 3) -> dict:
+    raw_times, loader_times = [], []
+    n = 0
+    for _ in range(repeats):  # interleaved, so machine noise hits both alike
+        t = time.perf_counter()
+        n = _raw_pass(corpus)
+        raw_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        m = _loader_pass(corpus)
+        loader_times.append(time.perf_counter() - t)
+        assert m == n, (m, n)
+    raw, loader = n / min(raw_times), n / min(loader_times)
+    return {"frames": n, "raw_fps": raw, "loader_fps": loader, "ratio": loader / raw}
+
+
+def _memory_child(data_dir: str, cache_dir: str) -> None:
+    from thermvision_db import load_dataset
+
+    ds = load_dataset("thermvision_db", "frames", data_dir=data_dir, cache_dir=cache_dir, split="train", split_by="none")
+    total = 0
+    for row in ds:
+        total += int(np.asarray(row["image"]).mean() > 0)
+    # VmHWM is this process's own high-water mark; ru_maxrss would carry the parent's across fork+exec
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_mib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    print(json.dumps({"rows": ds.num_rows, "peak_rss_mib": peak_mib}))
+
+
+def memory(sizes, frames: int, size: int, tmp: Path) -> list[dict]:
+    from thermvision_db.miniature import write_miniature
+
+    results = []
+    for identities in sizes:
+        corpus = write_miniature(tmp / f"mem{identities}", identities=identities, frames_per_video=frames, size=size, zips=False)
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(corpus.root), str(tmp / f"cache{identities}")],
+                             check=True, capture_output=True, text=True)
+        results.append({"identities": identities, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=60, help="frames per video")
+    parser.add_argument("--size", type=int, default=512, help="frame size (the release is 512)")
+    parser.add_argument("--identities", type=int, default=4)
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        _memory_child(*args.memory_child)
+        return
+    from thermvision_db.miniature import write_miniature
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    datasets.disable_progress_bars()
+    print(f"machine: {os.cpu_count()} CPU cores; {sys.version.split()[0]}; datasets {datasets.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        corpus = write_miniature(tmp / "speed", identities=args.identities, frames_per_video=args.frames, size=args.size,
+                                 zips=False, missing_png={f"{m}_S1": (1, 2) for m in ("F_01", "M_01")})
+        result = throughput(corpus)
+        print(f"streaming frames: loader {result['loader_fps']:.0f} frames/s, raw PIL+PyAV {result['raw_fps']:.0f} frames/s "
+              f"-> ratio {result['ratio']:.2f} (target >= 0.8) over {result['frames']} frames of {args.size}x{args.size}")
+        rows = memory([4, 8, 16], args.frames, args.size, tmp)
+        base = rows[0]["peak_rss_mib"]
+        for row in rows:
+            print(f"full pass, {row['identities']:2d} identities ({row['rows']:5d} frames): peak RSS {row['peak_rss_mib']:.0f} MiB "
+                  f"-> {row['peak_rss_mib'] / base:.2f}x the 4-identity pass")
+
+
+if __name__ == "__main__":
+    main()
