@@ -27,13 +27,19 @@ __all__ = ["MotionSequence", "head_pose_sweep", "expression_set", "motion_from_v
 
 # ---------------------------------------------------------------- procedural programs
 def _swing(n: int, amplitude: float) -> np.ndarray:
-    """0 -> +A -> 0 -> -A -> 0 over n frames, smooth (one sine period)."""
-    return amplitude * np.sin(2 * np.pi * np.arange(n) / n)
+    """0 -> +A -> 0 -> -A -> 0 over n frames; the extremes are hit exactly, cosine easing between them."""
+    keys = np.array([0.0, amplitude, 0.0, -amplitude, 0.0])
+    pos = np.round(np.linspace(0, n - 1, 5)).astype(int)
+    i = np.arange(n)
+    seg = np.clip(np.searchsorted(pos, i, side="right") - 1, 0, 3)
+    span = np.maximum(pos[seg + 1] - pos[seg], 1)
+    eased = 0.5 - 0.5 * np.cos(np.pi * np.clip((i - pos[seg]) / span, 0, 1))
+    return keys[seg] + (keys[seg + 1] - keys[seg]) * eased
 
 
 def head_pose_sweep(num_frames: int = 354, yaw: float = 45.0, pitch: float = 25.0, roll: float = 25.0,
                     fps: float = 30.0) -> MotionSequence:
-    """Yaw sweep +-yaw, then pitch, then roll, one smooth swing each; angles are exact per frame.
+    """Yaw sweep +-yaw, then pitch, then roll, one smooth swing each (extremes reached); exact per frame.
 
     Applied as absolute rotations (not relative to the source), so the per-frame pose written beside the video
     is the pose the head was given.
