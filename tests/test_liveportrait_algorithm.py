@@ -136,6 +136,19 @@ def test_expression_set_drives_the_retargeting_networks(pipe, source, nets):
     assert torch.allclose(kp["x_d"], x_s + eye + lip, atol=1e-5)
 
 
+def test_lip_normalisation_adds_the_lip_closing_offset_above_threshold(nets):
+    s = _source_info()
+    m = MotionSequence(R=np.repeat(s.R.numpy(), 2, 0), relative=False)
+    S = nets.stitching_retargeting_module
+    plain = driving_keypoints(s, m, S, AnimationOptions(stitching=False))["x_d"]
+    opened = driving_keypoints(s, m, S, AnimationOptions(stitching=False, normalize_lip=True, source_lip_ratio=0.2))
+    with torch.no_grad():
+        delta = S.lip(torch.cat([s.x_s.reshape(1, -1), torch.tensor([[0.2, 0.0]])], 1)).reshape(1, -1, 3)
+    assert torch.allclose(opened["x_d"], plain + delta, atol=1e-6)
+    closed = driving_keypoints(s, m, S, AnimationOptions(stitching=False, normalize_lip=True, source_lip_ratio=0.01))
+    assert torch.allclose(closed["x_d"], plain)  # below the 0.03 threshold: unchanged
+
+
 def test_batched_equals_frame_by_frame_and_chunked_equals_unchunked(pipe, source):
     sweep = head_pose_sweep(6)
     kp = pipe.driving_keypoints(source, sweep)

@@ -121,9 +121,11 @@ def driving_keypoints(source: SourceInfo, motion: MotionSequence, stitcher: Stit
             x_d = (x_s if motion.relative else x_d) + delta
             if opts.stitching:
                 x_d = stitcher.stitch(x_s, x_d)
-        elif opts.stitching:
-            x_d = stitcher.stitch(x_s, x_d)
+        else:
+            if opts.stitching:
+                x_d = stitcher.stitch(x_s, x_d)
             if opts.normalize_lip and opts.source_lip_ratio >= opts.lip_normalize_threshold:
+                # close the source's open mouth before animating (upstream flag_normalize_lip)
                 ratio = torch.tensor([[opts.source_lip_ratio, 0.0]], device=dev)
                 x_d = x_d + stitcher.retarget_lip(source.x_s, ratio)
     x_d = x_s + (x_d - x_s) * opts.driving_multiplier
