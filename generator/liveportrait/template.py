@@ -1,0 +1,61 @@
+"""The driving motion as data: per-frame rotation, expression, scale, translation and eye/lip ratios.
+
+Every motion source (driving video, LivePortrait .pkl, our npz/safetensors files, procedural programs) becomes
+one `MotionSequence`; the animation algorithm reads nothing else, so it never needs the driving pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class MotionSequence:
+    """Per-frame driving motion; any field may be None ("keep the source's").
+
+    R: (T, 3, 3) row-vector rotations (`kp @ R`). exp: (T, K, 3). scale: (T, 1). t: (T, 3).
+    eye_ratio: (T, 1) driving eye opening; lip_ratio: (T, 1) driving mouth opening (retargeting inputs).
+    relative: apply pose/expression relative to frame 0 (driving videos, .pkl) or as given (procedural).
+    """
+
+    R: np.ndarray | None = None
+    exp: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    t: np.ndarray | None = None
+    eye_ratio: np.ndarray | None = None
+    lip_ratio: np.ndarray | None = None
+    fps: float = 25.0
+    relative: bool = True
+    name: str = "motion"
+    extra: dict = field(default_factory=dict)
+
+    FIELDS = ("R", "exp", "scale", "t", "eye_ratio", "lip_ratio")
+
+    def __post_init__(self) -> None:
+        lengths = set()
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.float32)
+                setattr(self, name, value)
+                lengths.add(len(value))
+        if len(lengths) > 1:
+            raise ValueError(f"motion {self.name!r}: fields disagree on the number of frames {sorted(lengths)}")
+        if not lengths:
+            raise ValueError(f"motion {self.name!r} has no per-frame field")
+        checks = {"R": (3, 3), "scale": (1,), "t": (3,), "eye_ratio": (1,), "lip_ratio": (1,)}
+        for name, shape in checks.items():
+            value = getattr(self, name)
+            if value is not None and value.shape[1:] != shape:
+                raise ValueError(f"motion {self.name!r}: {name} has shape {value.shape}, expected (T, {shape})")
+        if self.exp is not None and (self.exp.ndim != 3 or self.exp.shape[2] != 3):
+            raise ValueError(f"motion {self.name!r}: exp has shape {self.exp.shape}, expected (T, K, 3)")
+
+    def __len__(self) -> int:
+        return next(len(getattr(self, n)) for n in self.FIELDS if getattr(self, n) is not None)
+
+    def slice(self, start: int, stop: int) -> "MotionSequence":
+        parts = {n: None if getattr(self, n) is None else getattr(self, n)[start:stop] for n in self.FIELDS}
+        return MotionSequence(**parts, fps=self.fps, relative=self.relative, name=self.name, extra=dict(self.extra))

@@ -1,0 +1,55 @@
+"""The paper's thermal preprocessing, as options: min-max normalisation, bilateral denoise, histogram equalisation.
+
+Input any (H, W[, C]) image; output (H, W, 3) uint8 grayscale with the channel replicated, the form the
+networks and the corpus use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+STEPS = ("minmax", "bilateral", "equalize")
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W) float or uint8 from any (H, W[, 1|3|4]) image (channel mean; thermal pseudo-RGB is near-equal)."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., :3].mean(axis=2) if image.shape[2] >= 3 else image[..., 0]
+    if image.ndim != 2:
+        raise ValueError(f"expected an (H, W[, C]) image, got shape {image.shape}")
+    return image
+
+
+def minmax(gray: np.ndarray) -> np.ndarray:
+    """Stretch to the full 0..255 range (a flat image becomes mid-grey)."""
+    g = gray.astype(np.float64)
+    lo, hi = g.min(), g.max()
+    if hi - lo < 1e-12:
+        return np.full(g.shape, 128, np.uint8)
+    return np.round((g - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def bilateral(gray: np.ndarray, diameter: int = 5, sigma_color: float = 25.0, sigma_space: float = 5.0) -> np.ndarray:
+    """Edge-preserving denoise of sensor noise."""
+    return cv2.bilateralFilter(np.ascontiguousarray(gray, np.uint8), diameter, sigma_color, sigma_space)
+
+
+def equalize(gray: np.ndarray) -> np.ndarray:
+    return cv2.equalizeHist(np.ascontiguousarray(gray, np.uint8))
+
+
+def preprocess(image: np.ndarray, steps: Sequence[str] = ()) -> np.ndarray:
+    """Apply the named steps in order; always returns (H, W, 3) uint8 with equal channels."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown preprocessing step(s) {unknown}; choose from {STEPS}")
+    gray = to_gray(image)
+    if gray.dtype != np.uint8 and "minmax" not in steps:
+        gray = np.clip(np.round(gray), 0, 255).astype(np.uint8)
+    for step in steps:
+        gray = {"minmax": minmax, "bilateral": bilateral, "equalize": equalize}[step](gray)
+    return np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=2)
