@@ -159,10 +159,12 @@ def write_mp4(
     fps: float = 30.0,
     crf: int = 18,
     codec: str = "libx264",
+    threads: int = 1,
 ) -> Path:
     """Encode RGB uint8 frames as H.264 (yuv420p) through PyAV; written to a temp name, then renamed.
 
-    OpenCV's pip wheels cannot encode H.264, so PyAV is the project's only encoder.
+    OpenCV's pip wheels cannot encode H.264, so PyAV is the project's only encoder. One encoder thread by
+    default: multi-threaded x264 output differs from run to run, and a corpus must be byte-reproducible.
     """
     from fractions import Fraction
 
@@ -183,11 +185,15 @@ def write_mp4(
                 if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                     raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
                 if stream is None:
-                    stream = container.add_stream(codec, rate=rate)
+                    options = {}
+                    if codec == "libx264":
+                        options = {"crf": str(crf), "preset": "medium", "x264-params": f"threads={threads}:lookahead-threads=1"}
+                    stream = container.add_stream(codec, rate=rate, options=options)
                     stream.width, stream.height = frame.shape[1], frame.shape[0]
                     stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "medium"} if codec == "libx264" else {}
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                video_frame.pts = count  # explicit timestamps: encoder output is then byte-reproducible
+                for packet in stream.encode(video_frame):
                     container.mux(packet)
                 count += 1
             if stream is None:
