@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     from thermvision_db.export import add_export_parser
 
     add_export_parser(sub)
+    from generator.evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub)
 
     from generator.cli import add_generate_parser, run_generate
 
