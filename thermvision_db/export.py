@@ -300,5 +300,5 @@ def run_export(args) -> int:
     extra = {"repair_boxes": True} if args.repair_boxes else {}
     written = export(args.data_dir, args.fmt, args.out, config=args.config, split=args.split,
                      cache_dir=args.cache_dir, push_to_hub_repo=args.push_to_hub, **extra)
-    print(f"wrote {len(written)} index files under {args.out} ({args.fmt})")
+    print(f"wrote the {args.fmt} export to {args.out}: " + ", ".join(str(p.relative_to(args.out)) for p in written))
     return 0
