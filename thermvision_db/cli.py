@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="thermvision_demo")
     p.set_defaults(func=_demo)
 
+    from thermvision_db.export import add_export_parser
+
+    add_export_parser(sub)
+    from generator.evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub)
+
     from generator.cli import add_generate_parser, run_generate
 
     add_generate_parser(sub).set_defaults(func=run_generate)

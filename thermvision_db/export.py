@@ -1,0 +1,304 @@
+"""Export a corpus to the formats other tools read: COCO keypoints, YOLO / YOLO-pose, Parquet + dataset card.
+
+The loader's rows are the single source: every exporter walks `load_dataset(..., "frames")` rows, so boxes and
+landmarks leave the package exactly as the loader returns them. Files are written under a temporary name and
+renamed, so an interrupted export never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import datasets
+import yaml
+from PIL import Image
+from tqdm.auto import tqdm
+
+from thermvision_db.errors import ThermVisionError
+from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
+
+FORMATS = ("coco", "yolo", "yolo-pose", "parquet")
+FACE_CATEGORY_ID = 1
+
+
+class ExportError(ThermVisionError, ValueError):
+    """An export that cannot run: unknown format, missing input folder, unwritable target."""
+
+
+# ---------------------------------------------------------------------------------------------- file writing
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- SF-TL54 skeleton
+def sftl54_skeleton() -> list[list[int]]:
+    """Edges (0-based) joining consecutive points of each SF-TL54 contour: jaw, brows, nose, closed eyes, mouth."""
+    chains = [range(0, 17), range(17, 22), range(22, 27), range(27, 31), range(31, 36)]
+    edges = [[a, a + 1] for chain in chains for a in list(chain)[:-1]]
+    edges += [[30, 33]]  # nose bridge tip to the lower nose centre
+    for start in (36, 42):  # eyes are closed loops
+        edges += [[start + i, start + (i + 1) % 6] for i in range(6)]
+    edges += [[48, 49], [49, 50], [50, 51], [51, 48], [52, 53]]  # outer mouth loop, inner lip pair
+    return edges
+
+
+def flip_index() -> list[int]:
+    """For each point, the index of its mirror image under a horizontal flip (YOLO-pose `flip_idx`)."""
+    index = list(range(NUM_LANDMARKS))
+    for a, b in SFTL54_FLIP_PAIRS:
+        index[a], index[b] = b, a
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def load_rows(data_dir: str | os.PathLike, config: str = "frames", split: str | None = None,
+              cache_dir: str | None = None, **config_kwargs) -> datasets.DatasetDict:
+    """The loader's rows for `config` as a DatasetDict (one split when `split` is given)."""
+    if not Path(data_dir).exists():
+        raise ExportError(f"data folder {data_dir} does not exist; give the folder holding the zips or their extracted folders")
+    from thermvision_db.api import load_dataset
+
+    loaded = load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if split is None:
+        return loaded
+    if split not in loaded:
+        raise ExportError(f"split {split!r} is not in this corpus; it has {sorted(loaded)}")
+    return datasets.DatasetDict({split: loaded[split]})
+
+
+def frame_name(row: dict) -> str:
+    """A stable, unique file stem per frame: `F_01_S1_0003`."""
+    return f"{row['video_id']}_{int(row['frame_index']):04d}"
+
+
+def _faces(row: dict) -> list[dict]:
+    return list(row.get("faces") or [])
+
+
+def _iter_rows(dataset: datasets.Dataset, desc: str, progress: bool) -> Iterable[dict]:
+    return tqdm(dataset, desc=desc, total=len(dataset), disable=not progress)
+
+
+# ---------------------------------------------------------------------------------------------- COCO
+def coco_categories() -> list[dict]:
+    return [{
+        "id": FACE_CATEGORY_ID, "name": "face", "supercategory": "face",
+        "keypoints": list(SFTL54_NAMES),
+        "skeleton": [[a + 1, b + 1] for a, b in sftl54_skeleton()],  # COCO skeletons are 1-based
+        "flip_pairs": [list(pair) for pair in SFTL54_FLIP_PAIRS],  # 0-based, an extra field
+    }]
+
+
+def coco_keypoints(landmarks: list[list[float]] | None) -> tuple[list[float], int]:
+    """Flat [x, y, v] * 54 and the visible count; v=2 (labelled, visible) where landmarks exist, else all zero."""
+    if landmarks is None:
+        return [0.0] * (3 * NUM_LANDMARKS), 0
+    flat = [v for x, y in landmarks for v in (float(x), float(y), 2)]
+    return flat, len(landmarks)
+
+
+def export_coco(rows: datasets.DatasetDict, out: Path, progress: bool = True) -> list[Path]:
+    """`annotations/<split>.json` (COCO keypoints) and `images/<split>/<frame>.png` per split."""
+    written = []
+    for split, dataset in rows.items():
+        names = dataset.features["identity"].names
+        images, annotations = [], []
+        for image_id, row in enumerate(_iter_rows(dataset, f"coco {split}", progress), start=1):
+            file_name = f"{split}/{frame_name(row)}.png"
+            picture = row["image"]
+            atomic_write_bytes(out / "images" / file_name, _png_bytes(picture))
+            images.append({"id": image_id, "file_name": file_name, "width": picture.width, "height": picture.height,
+                           "video_id": row["video_id"], "frame_index": int(row["frame_index"]),
+                           "identity": names[row["identity"]]})
+            for face in _faces(row):
+                x, y, w, h = (float(v) for v in face["bbox"])
+                keypoints, visible = coco_keypoints(face["landmarks"])
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": FACE_CATEGORY_ID,
+                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+                                    "keypoints": keypoints, "num_keypoints": visible})
+        document = {"info": {"description": "ThermVision-DB frames, SF-TL54 keypoints", "version": "1.0"},
+                    "images": images, "annotations": annotations, "categories": coco_categories()}
+        path = out / "annotations" / f"{split}.json"
+        atomic_write_text(path, json.dumps(document))
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- YOLO
+def yolo_line(face: dict, width: int, height: int, pose: bool) -> str:
+    """`0 xc yc w h` normalised; YOLO-pose appends 54 `x y v` triples (v=2 labelled, 0 with x=y=0 if absent)."""
+    x, y, w, h = (float(v) for v in face["bbox"])
+    values = [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height]
+    if pose:
+        if face["landmarks"] is None:
+            values += [0.0] * (3 * NUM_LANDMARKS)
+        else:
+            values += [v for px, py in face["landmarks"] for v in (px / width, py / height, 2)]
+    return "0 " + " ".join(f"{v:.6f}" if not isinstance(v, int) else str(v) for v in values)
+
+
+def _yolo_split_name(split: str) -> str:
+    return {"validation": "val"}.get(split, split)
+
+
+def export_yolo(rows: datasets.DatasetDict, out: Path, pose: bool, progress: bool = True) -> list[Path]:
+    """`images/<split>/*.png`, `labels/<split>/*.txt` (an empty file for a frame without a face), `data.yaml`."""
+    for split, dataset in rows.items():
+        for row in _iter_rows(dataset, f"yolo {split}", progress):
+            picture = row["image"]
+            stem = frame_name(row)
+            atomic_write_bytes(out / "images" / split / f"{stem}.png", _png_bytes(picture))
+            lines = [yolo_line(face, picture.width, picture.height, pose) for face in _faces(row)]
+            atomic_write_text(out / "labels" / split / f"{stem}.txt", "".join(line + "\n" for line in lines))
+    data = {"path": str(out.resolve()), **{_yolo_split_name(s): f"images/{s}" for s in rows}, "names": {0: "face"}}
+    if pose:
+        data["kpt_shape"] = [NUM_LANDMARKS, 3]
+        data["flip_idx"] = flip_index()
+        data["kpt_names"] = {0: list(SFTL54_NAMES)}
+    path = out / "data.yaml"
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return [path]
+
+
+# ---------------------------------------------------------------------------------------------- Parquet + card
+def _embedded(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Copy image files referenced by path into the rows, so the Parquet files stand alone."""
+    from datasets.table import embed_table_storage
+
+    return dataset.with_format("arrow").map(embed_table_storage, batched=True, batch_size=256,
+                                            keep_in_memory=True).with_format(None)
+
+
+def parquet_card(config: str, rows: datasets.DatasetDict, shard_paths: dict[str, str]) -> str:
+    """README.md whose YAML declares `configs:` (data_files per split) and `dataset_info` with the typed features."""
+    from datasets.utils.metadata import MetadataConfigs
+
+    card_data = datasets.DatasetCardData() if hasattr(datasets, "DatasetCardData") else None
+    if card_data is None:
+        from huggingface_hub import DatasetCardData
+
+        card_data = DatasetCardData()
+    first = next(iter(rows.values()))
+    splits = datasets.SplitDict()
+    for name, dataset in rows.items():
+        splits.add(datasets.SplitInfo(name=name, num_examples=len(dataset)))
+    info = datasets.DatasetInfo(features=first.features, splits=splits)
+    datasets.info.DatasetInfosDict({config: info}).to_dataset_card_data(card_data)
+    MetadataConfigs({config: {"data_files": [{"split": s, "path": p} for s, p in shard_paths.items()]}}).to_dataset_card_data(card_data)
+    card_data.license = "other"
+    card_data.pretty_name = "ThermVision-DB (Parquet export)"
+    body = ("# ThermVision-DB, Parquet export\n\n"
+            f"Exported by `thermvision-db export --format parquet` (configuration `{config}`). Load it without any "
+            f"project code: `datasets.load_dataset(\"<this folder or repo>\", \"{config}\")`. Every field, its units and "
+            "origin, the identity-disjoint splits, known issues and the licence stack (non-commercial) are described in "
+            "the project's `dataset_card.md`.\n")
+    return f"---\n{card_data.to_yaml()}\n---\n\n{body}"
+
+
+def export_parquet(rows: datasets.DatasetDict, out: Path, config: str = "frames", progress: bool = True) -> list[Path]:
+    """`<config>/<split>-00000-of-00001.parquet` with images embedded, plus the README.md card."""
+    shard_paths, written = {}, []
+    for split, dataset in tqdm(rows.items(), desc="parquet", disable=not progress):
+        relative = f"{config}/{split}-00000-of-00001.parquet"
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        _embedded(dataset).to_parquet(str(tmp))
+        os.replace(tmp, target)
+        shard_paths[split] = relative
+        written.append(target)
+    readme = out / "README.md"
+    atomic_write_text(readme, parquet_card(config, rows, shard_paths))
+    return written + [readme]
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
+    """Upload an exported folder as a dataset repo; a clear error when the Hub cannot be reached."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as err:  # pragma: no cover - huggingface_hub ships with datasets
+        raise ExportError("--push-to-hub needs huggingface_hub (pip install huggingface_hub)") from err
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        raise ExportError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set; the export is complete in {folder}, "
+                          "upload it later with `huggingface-cli upload --repo-type dataset`")
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+    except Exception as err:  # network, auth and permission errors all mean the same thing to the user
+        raise ExportError(f"pushing {folder} to the Hub repo {repo_id} failed ({type(err).__name__}: {err}); "
+                          "the local export is complete; check `huggingface-cli login` and the network") from err
+    return str(getattr(commit, "commit_url", commit))
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+EXPORTERS: dict[str, Callable[..., list[Path]]] = {
+    "coco": lambda rows, out, config, progress: export_coco(rows, out, progress),
+    "yolo": lambda rows, out, config, progress: export_yolo(rows, out, pose=False, progress=progress),
+    "yolo-pose": lambda rows, out, config, progress: export_yolo(rows, out, pose=True, progress=progress),
+    "parquet": lambda rows, out, config, progress: export_parquet(rows, out, config, progress),
+}
+
+
+def export(data_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, config: str = "frames",
+           split: str | None = None, cache_dir: str | None = None, progress: bool = True,
+           push_to_hub_repo: str | None = None, **config_kwargs) -> list[Path]:
+    """Export `config` rows of the corpus in `data_dir` as `fmt` under `out`; returns the files written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt != "parquet" and config != "frames":
+        raise ExportError(f"format {fmt!r} exports frame rows; use --config frames (or --format parquet for {config!r})")
+    rows = load_rows(data_dir, config, split=split, cache_dir=cache_dir, **config_kwargs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = EXPORTERS[fmt](rows, out, config, progress)
+    if push_to_hub_repo:
+        push_to_hub(out, push_to_hub_repo)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_export_parser(sub) -> None:
+    """`thermvision-db export`: registered by `thermvision_db.cli`."""
+    p = sub.add_parser("export", help="COCO keypoints, YOLO / YOLO-pose folders, or Parquet + dataset card")
+    p.add_argument("data_dir", help="the corpus: zips or their extracted folders")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", default="frames", help="frames (all formats); videos or images (parquet only)")
+    p.add_argument("--split", help="export one split only (train, validation, test)")
+    p.add_argument("--cache-dir", help="datasets cache folder")
+    p.add_argument("--repair-boxes", action="store_true", help="export interpolated boxes for missing frames")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder as a Hub dataset repo")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    extra = {"repair_boxes": True} if args.repair_boxes else {}
+    written = export(args.data_dir, args.fmt, args.out, config=args.config, split=args.split,
+                     cache_dir=args.cache_dir, push_to_hub_repo=args.push_to_hub, **extra)
+    print(f"wrote the {args.fmt} export to {args.out}: " + ", ".join(str(p.relative_to(args.out)) for p in written))
+    return 0
