@@ -83,3 +83,54 @@ def build_tiny_flux(seed: int = 0, num_layers: int = 1, num_single_layers: int =
     for module in (transformer, clip, t5, vae):
         module.eval()
     return FluxPipeline(scheduler, vae, clip, clip_tokenizer, t5, t5_tokenizer, transformer)
+
+
+def tiny_lora_shapes(inner_dim: int = TINY_INNER_DIM) -> dict[str, tuple[int, int]]:
+    """kohya module name -> (in, out) for block 0 of a tiny transformer, as FluxTrainer names them.
+
+    `single_blocks_0_linear1` is left out: diffusers' kohya converter hard-codes FLUX.1's 3072/12288 split for it.
+    """
+    d = inner_dim
+    shapes = {}
+    for stream in ("img", "txt"):
+        shapes.update({f"double_blocks_0_{stream}_attn_qkv": (d, 3 * d), f"double_blocks_0_{stream}_attn_proj": (d, d),
+                       f"double_blocks_0_{stream}_mlp_0": (d, 4 * d), f"double_blocks_0_{stream}_mlp_2": (4 * d, d),
+                       f"double_blocks_0_{stream}_mod_lin": (d, 6 * d)})
+    shapes.update({"single_blocks_0_linear2": (5 * d, d), "single_blocks_0_modulation_lin": (d, 3 * d)})
+    return shapes
+
+
+def write_tiny_kohya_lora(path, rank: int = 4, alpha: float = 2.0, seed: int = 1, key_style: str = "kohya",
+                          inner_dim: int = TINY_INNER_DIM):
+    """Write a random kohya/FluxTrainer-format LoRA for the tiny transformer (tests, demo).
+
+    key_style "kohya" gives `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`; "comfy" gives the
+    ComfyUI form `diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight` of the same tensors.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, (fan_in, fan_out) in tiny_lora_shapes(inner_dim).items():
+        key = name if key_style == "kohya" else _comfy_name(name)
+        prefix = f"lora_unet_{key}" if key_style == "kohya" else f"diffusion_model.{key}"
+        tensors[f"{prefix}.lora_down.weight"] = torch.randn(rank, fan_in, generator=generator) * 0.3
+        tensors[f"{prefix}.lora_up.weight"] = torch.randn(fan_out, rank, generator=generator) * 0.3
+        tensors[f"{prefix}.alpha"] = torch.tensor(float(alpha))
+    path = Path(path)
+    save_file(tensors, str(path), metadata={"ss_network_module": "networks.lora_flux"})
+    return path
+
+
+def _comfy_name(kohya_name: str) -> str:
+    """double_blocks_0_img_attn_qkv -> double_blocks.0.img_attn.qkv (ComfyUI/BFL module path)."""
+    import re
+
+    kind, index, rest = re.fullmatch(r"(double|single)_blocks_(\d+)_(.+)", kohya_name).groups()
+    for module in ("img_attn", "txt_attn", "img_mlp", "txt_mlp", "img_mod", "txt_mod", "modulation"):
+        if rest.startswith(module + "_"):
+            rest = module + "." + rest[len(module) + 1:]
+            break
+    return f"{kind}_blocks.{index}.{rest}"
