@@ -45,7 +45,9 @@ class SamplerSettings:
 
     `schedule="paper"` keeps XlabsSampler's denoise=0.88 quirk: the 40-step schedule is cut after
     int(41 * 0.88) - 1 = 35 steps, so the image is decoded at sigma ~0.21 with residual noise. "full" runs all
-    steps. True CFG runs from step 0 (the graph starts it at step 3; stock FluxPipeline cannot).
+    steps. True CFG starts at step `cfg_start_step` (3 in the graph): stock FluxPipeline applies CFG to every
+    step, so the first steps run as a separate call without CFG and the rest continue from its latents on the
+    remaining sigmas of the same schedule.
     """
 
     height: int = 512
@@ -54,6 +56,7 @@ class SamplerSettings:
     schedule: str = "paper"
     denoise: float = 0.88
     true_cfg_scale: float = 3.5
+    cfg_start_step: int = 3  # XlabsSampler timestep_to_start_cfg
     negative_prompt: str = "artefact, watermarks"  # CLIP-L side of the negative
     negative_prompt_t5: str = ""  # the graph's T5 negative is empty
     guidance_scale: float = 4.5  # FLUX.1-dev distilled-guidance embedding
@@ -64,8 +67,8 @@ class SamplerSettings:
             raise ValueError(f"schedule must be 'paper' or 'full', got {self.schedule!r}")
         if self.height % 16 or self.width % 16 or self.height < 16 or self.width < 16:
             raise ValueError(f"height and width must be multiples of 16 (>= 16), got {self.height}x{self.width}")
-        if self.num_steps < 1 or not 0 < self.denoise <= 1:
-            raise ValueError("num_steps must be >= 1 and denoise in (0, 1]")
+        if self.num_steps < 1 or not 0 < self.denoise <= 1 or self.cfg_start_step < 0:
+            raise ValueError("num_steps must be >= 1, denoise in (0, 1] and cfg_start_step >= 0")
 
     @property
     def steps_run(self) -> int:
@@ -75,7 +78,7 @@ class SamplerSettings:
         return max(1, min(self.num_steps, int((self.num_steps + 1) * self.denoise) - 1))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps_run": self.steps_run, "cfg_start_step": 0,
+        return {**asdict(self), "steps_run": self.steps_run,
                 "noise": "torch.Generator('cpu').manual_seed(seed), one per image"}
 
 
@@ -389,32 +392,48 @@ class StillsGenerator:
 
     @torch.inference_mode()
     def generate_batch(self, identities: Sequence[IdentityPrompt]) -> list[Still]:
-        """One pipeline call for a batch; per-image CPU generators keep each still batch-independent."""
+        """One batch through the sampler; per-image CPU generators keep each still batch-independent."""
         s = self.sampler
         seeds = [image_seed(ident.run_seed, ident.index) for ident in identities]
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        cfg = {}
-        if s.true_cfg_scale > 1:
-            negative, negative_pooled = self._negative_embeddings()
-            n = len(identities)
-            cfg = dict(true_cfg_scale=s.true_cfg_scale,
-                       negative_prompt_embeds=negative.expand(n, *negative.shape[1:]),
-                       negative_pooled_prompt_embeds=negative_pooled.expand(n, *negative_pooled.shape[1:]))
+        embeds, pooled, _ = self.pipe.encode_prompt(prompt=[ident.prompt for ident in identities], prompt_2=None,
+                                                    max_sequence_length=s.max_sequence_length)
+        common = dict(prompt_embeds=embeds, pooled_prompt_embeds=pooled, guidance_scale=s.guidance_scale,
+                      height=s.height, width=s.width, generator=generators)
+        cfg_start = s.cfg_start_step if s.true_cfg_scale > 1 else s.steps_run
+        cfg_start = min(cfg_start, s.steps_run)
+        latents, sigmas = None, np.linspace(1.0, 1 / s.num_steps, s.num_steps)  # FluxPipeline's unshifted grid
         self.last_final_sigma = None
-        output = self.pipe(
-            prompt=[ident.prompt for ident in identities],
-            guidance_scale=s.guidance_scale,
-            height=s.height,
-            width=s.width,
-            num_inference_steps=s.num_steps,
-            max_sequence_length=s.max_sequence_length,
-            generator=generators,
-            output_type="np",
-            callback_on_step_end=self._stop_after(s.steps_run),
-            **cfg,
-        )
-        images = to_white_hot_gray(np.asarray(output.images, dtype=np.float32))
+        if cfg_start > 0:  # steps before CFG starts: conditional prediction only
+            latents = self.pipe(**common, num_inference_steps=s.num_steps, output_type="latent",
+                                callback_on_step_end=self._stop_after(cfg_start, s.num_steps)).images
+        if cfg_start < s.steps_run or latents is None:
+            n = len(identities)
+            negative, negative_pooled = self._negative_embeddings()
+            output = self.pipe(
+                **common,
+                latents=latents,
+                sigmas=sigmas[cfg_start:],  # the scheduler shifts them with the same mu: the same schedule
+                true_cfg_scale=s.true_cfg_scale,
+                negative_prompt_embeds=negative.expand(n, *negative.shape[1:]),
+                negative_pooled_prompt_embeds=negative_pooled.expand(n, *negative_pooled.shape[1:]),
+                output_type="np",
+                callback_on_step_end=self._stop_after(s.steps_run - cfg_start, s.num_steps - cfg_start),
+            ).images
+        else:  # no CFG at all: decode what the first call left
+            output = self._decode(latents)
+        images = to_white_hot_gray(np.asarray(output, dtype=np.float32))
         return [self._make_still(ident, seed, image) for ident, seed, image in zip(identities, seeds, images)]
+
+    def _decode(self, packed_latents: torch.Tensor) -> np.ndarray:
+        """The tail of FluxPipeline.__call__: unpack, unscale, VAE-decode to float RGB in [0, 1]."""
+        pipe, s = self.pipe, self.sampler
+        latents = pipe._unpack_latents(packed_latents, s.height, s.width, pipe.vae_scale_factor)
+        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(latents.to(pipe.vae.device, pipe.vae.dtype), return_dict=False)[0]
+        image = pipe.image_processor.postprocess(image, output_type="np")
+        pipe.maybe_free_model_hooks()
+        return image
 
     def _negative_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The graph's negative: CLIP 'artefact, watermarks', T5 empty. `negative_prompt_2=""` would fall back
@@ -426,13 +445,13 @@ class StillsGenerator:
             self._negative_cache = (embeds, pooled)
         return self._negative_cache
 
-    def _stop_after(self, steps_run: int):
-        """Callback that reproduces XlabsSampler's denoise < 1: interrupt after `steps_run` steps."""
+    def _stop_after(self, steps: int, total: int):
+        """Callback that interrupts a call after `steps` of its `total` steps (XlabsSampler's denoise < 1)."""
         def callback(pipe, step, timestep, kwargs):
-            if step == steps_run - 1:
+            if step == steps - 1:
                 scheduler = pipe.scheduler
                 self.last_final_sigma = float(scheduler.sigmas[scheduler.step_index])
-                if steps_run < self.sampler.num_steps:
+                if steps < total:
                     pipe._interrupt = True  # later steps are skipped; the current latents are decoded
             return kwargs
         return callback

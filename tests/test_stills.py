@@ -20,7 +20,7 @@ from generator.text_to_image import (
 )
 from generator.weights import WeightsNotFoundError
 
-SMALL = dict(height=32, width=32, num_steps=4)
+SMALL = dict(height=32, width=32, num_steps=4, cfg_start_step=1)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,7 @@ def count_transformer_calls(gen):
 
 @pytest.mark.parametrize("schedule,steps_run", [("paper", 3), ("full", 4)])
 def test_schedule_runs_the_expected_steps_and_stops_at_bfl_sigma(schedule, steps_run):
+    """Step 0 without CFG (cfg_start_step=1), then two transformer passes per step."""
     gen = StillsGenerator.from_preset("tiny", device="cpu", schedule=schedule, **SMALL)
     calls, handle = count_transformer_calls(gen)
     try:
@@ -85,7 +86,7 @@ def test_schedule_runs_the_expected_steps_and_stops_at_bfl_sigma(schedule, steps
     finally:
         handle.remove()
     assert gen.sampler.steps_run == steps_run
-    assert len(calls) == 2 * steps_run  # true CFG: conditional + unconditional pass per step
+    assert len(calls) == 1 + 2 * (steps_run - 1)
     if schedule == "paper":
         assert gen.last_final_sigma == pytest.approx(bfl_sigma(32, 32, 4, 3), abs=1e-5)
     else:
@@ -93,14 +94,14 @@ def test_schedule_runs_the_expected_steps_and_stops_at_bfl_sigma(schedule, steps
 
 
 def test_paper_sampler_at_512_stops_after_35_of_40_steps_at_sigma_0_2115():
-    gen = StillsGenerator.from_preset("tiny", device="cpu")  # 512x512, 40 steps, denoise 0.88
+    gen = StillsGenerator.from_preset("tiny", device="cpu")  # 512x512, 40 steps, denoise 0.88, CFG from step 3
     assert (gen.sampler.height, gen.sampler.num_steps, gen.sampler.steps_run) == (512, 40, 35)
     calls, handle = count_transformer_calls(gen)
     try:
         still = gen.generate([0], progress=False)[0]
     finally:
         handle.remove()
-    assert len(calls) == 70
+    assert len(calls) == 3 + 2 * 32
     assert gen.last_final_sigma == pytest.approx(0.2115, abs=5e-5)
     assert still.image.size == (512, 512)
     assert still.sidecar["sampler"]["final_sigma"] == gen.last_final_sigma
@@ -113,6 +114,28 @@ def test_true_cfg_uses_clip_negative_and_empty_t5_negative(gen):
     torch.testing.assert_close(embeds, t5_empty)
     torch.testing.assert_close(pooled, clip_negative)
     assert embeds.shape[1] == 256
+
+
+def test_cfg_start_split_follows_the_single_call_trajectory():
+    """With negative == positive, CFG is a no-op, so starting it later must not move the result: this checks
+    that the no-CFG first call and the CFG second call continue one schedule exactly."""
+    text = "artefact, watermarks"
+    same = dict(SMALL, negative_prompt_t5=text)
+    variants = [StillsGenerator.from_preset("tiny", device="cpu", template=text, **dict(same, cfg_start_step=k))
+                for k in (0, 1, 2)]
+    variants.append(StillsGenerator.from_preset("tiny", device="cpu", template=text,
+                                                **dict(same, true_cfg_scale=1.0)))
+    results = [v.generate([0, 1], batch_size=2, progress=False) for v in variants]
+    for other in results[1:]:
+        assert all(np.abs(pixels(a) - pixels(b)).max() <= 1 for a, b in zip(results[0], other))
+    assert variants[1].last_final_sigma == pytest.approx(bfl_sigma(32, 32, 4, 3), abs=1e-5)
+
+
+def test_cfg_start_step_changes_the_image():
+    from_0 = StillsGenerator.from_preset("tiny", device="cpu", **dict(SMALL, cfg_start_step=0))
+    from_1 = StillsGenerator.from_preset("tiny", device="cpu", **SMALL)
+    a, b = from_0.generate([0], progress=False)[0], from_1.generate([0], progress=False)[0]
+    assert np.abs(pixels(a) - pixels(b)).mean() > 0.5
 
 
 def test_cfg_scale_changes_the_image():

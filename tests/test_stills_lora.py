@@ -9,7 +9,7 @@ from generator.text_to_image import LoraError, SpeedOptions, StillsGenerator
 from generator.tiny import TINY_INNER_DIM, write_tiny_kohya_lora
 from generator.weights import UnsafeWeightsError, WeightsNotFoundError
 
-SMALL = dict(height=32, width=32, num_steps=4)
+SMALL = dict(height=32, width=32, num_steps=4, cfg_start_step=1)
 INDICES = [0, 1]
 
 
