@@ -140,7 +140,7 @@ def report(rows: list[dict], args) -> None:
         kind = "FLUX.1-dev transformer" + (f" with {args.layers} blocks (smoke test)" if args.layers else ", full size")
     print(f"\n{kind}, {args.dtype} dtype, {args.size}x{args.size}, "
           f"{args.steps}-step schedule run for {SamplerSettings(num_steps=args.steps).steps_run} steps, true CFG, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, machine: {machine}")
+          f"{torch.get_num_threads()} CPU thread(s), torch {torch.__version__}, machine: {machine}")
     print("| variant | batch | s/image | images/s | speed-up vs eager batch 1 |" + (" peak GiB |" if args.full else ""))
     print("|---|---|---|---|---|" + ("---|" if args.full else ""))
     for r in rows:
