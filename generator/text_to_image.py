@@ -430,7 +430,10 @@ class StillsGenerator:
         pipe, s = self.pipe, self.sampler
         latents = pipe._unpack_latents(packed_latents, s.height, s.width, pipe.vae_scale_factor)
         latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        image = pipe.vae.decode(latents.to(pipe.vae.device, pipe.vae.dtype), return_dict=False)[0]
+        from diffusers.utils.torch_utils import get_module_execution_device
+
+        vae_device = get_module_execution_device(pipe.vae)  # the GPU under CPU offload, not where weights rest
+        image = pipe.vae.decode(latents.to(vae_device, pipe.vae.dtype), return_dict=False)[0]
         image = pipe.image_processor.postprocess(image, output_type="np")
         pipe.maybe_free_model_hooks()
         return image
