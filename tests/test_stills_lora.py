@@ -125,3 +125,42 @@ def test_non_safetensors_lora_is_refused(tmp_path):
 def test_missing_lora_file_names_the_option(tmp_path):
     with pytest.raises(WeightsNotFoundError, match=r"thermal LoRA weights not found.*--lora"):
         StillsGenerator.from_preset("tiny", device="cpu", lora=tmp_path / "nope.safetensors", **SMALL)
+
+
+def fluxtrainer_layout(inner=3072):
+    """kohya/FluxTrainer keys of one double and one single block at FLUX.1's real sizes, rank 1 (~1 MB)."""
+    d, shapes = inner, {}
+    for stream in ("img", "txt"):
+        shapes.update({f"double_blocks_0_{stream}_attn_qkv": (d, 3 * d), f"double_blocks_0_{stream}_attn_proj": (d, d),
+                       f"double_blocks_0_{stream}_mlp_0": (d, 4 * d), f"double_blocks_0_{stream}_mlp_2": (4 * d, d),
+                       f"double_blocks_0_{stream}_mod_lin": (d, 6 * d)})
+    shapes.update({"single_blocks_0_linear1": (d, 7 * d), "single_blocks_0_linear2": (5 * d, d),
+                   "single_blocks_0_modulation_lin": (d, 3 * d)})
+    sd = {}
+    for name, (fan_in, fan_out) in shapes.items():
+        sd[f"lora_unet_{name}.lora_down.weight"] = torch.randn(1, fan_in)
+        sd[f"lora_unet_{name}.lora_up.weight"] = torch.randn(fan_out, 1)
+        sd[f"lora_unet_{name}.alpha"] = torch.tensor(1.0)
+    return sd
+
+
+def test_released_lora_layout_passes_the_shape_check_at_flux_size():
+    """linear1 cannot be tested on the tiny model (diffusers hard-codes FLUX.1's split), so check the real
+    layout against a full-width FLUX transformer built on the meta device (no memory, no weights)."""
+    from types import SimpleNamespace
+
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    from generator.text_to_image import _check_lora_shapes
+
+    converted = FluxPipeline.lora_state_dict(fluxtrainer_layout())
+    assert converted["transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight"].shape == (12288, 1)
+    assert converted["transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight"].shape == (3072, 1)
+    with torch.device("meta"):
+        flux = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True)
+        narrower = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True,
+                                          num_attention_heads=16)
+    _check_lora_shapes(SimpleNamespace(transformer=flux, text_encoder=None, text_encoder_2=None), converted, "real")
+    with pytest.raises(LoraError, match="made for a different model"):
+        _check_lora_shapes(SimpleNamespace(transformer=narrower, text_encoder=None, text_encoder_2=None), converted,
+                           "real")
