@@ -212,7 +212,7 @@ def _quantize_fp8(transformer, device: torch.device) -> None:
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, quantize_
     except ImportError as err:
-        raise ImportError("fp8 needs torchao: pip install 'thermvision-db[fp8]' (or pass no --fp8)") from err
+        raise ImportError("fp8 needs torchao: pip install 'thermvision-db[fp8]' (or leave out --stills-fp8)") from err
     fp8_compute = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
     quantize_(transformer, Float8DynamicActivationFloat8WeightConfig() if fp8_compute else Float8WeightOnlyConfig())
 
@@ -393,13 +393,21 @@ class StillsGenerator:
     @torch.inference_mode()
     def generate_batch(self, identities: Sequence[IdentityPrompt]) -> list[Still]:
         """One batch through the sampler; per-image CPU generators keep each still batch-independent."""
-        s = self.sampler
         seeds = [image_seed(ident.run_seed, ident.index) for ident in identities]
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         embeds, pooled, _ = self.pipe.encode_prompt(prompt=[ident.prompt for ident in identities], prompt_2=None,
-                                                    max_sequence_length=s.max_sequence_length)
-        common = dict(prompt_embeds=embeds, pooled_prompt_embeds=pooled, guidance_scale=s.guidance_scale,
-                      height=s.height, width=s.width, generator=generators)
+                                                    max_sequence_length=self.sampler.max_sequence_length)
+        images = self.sample(embeds, pooled, generators)
+        return [self._make_still(ident, seed, image) for ident, seed, image in zip(identities, seeds, images)]
+
+    @torch.inference_mode()
+    def sample(self, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
+               generators: list[torch.Generator]) -> list[Image.Image]:
+        """The paper's sampler on encoded prompts: steps before `cfg_start_step` without CFG, the rest with it,
+        cut after `steps_run` steps; returns white-hot grayscale images."""
+        s = self.sampler
+        common = dict(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+                      guidance_scale=s.guidance_scale, height=s.height, width=s.width, generator=generators)
         cfg_start = s.cfg_start_step if s.true_cfg_scale > 1 else s.steps_run
         cfg_start = min(cfg_start, s.steps_run)
         latents, sigmas = None, np.linspace(1.0, 1 / s.num_steps, s.num_steps)  # FluxPipeline's unshifted grid
@@ -408,7 +416,7 @@ class StillsGenerator:
             latents = self.pipe(**common, num_inference_steps=s.num_steps, output_type="latent",
                                 callback_on_step_end=self._stop_after(cfg_start, s.num_steps)).images
         if cfg_start < s.steps_run or latents is None:
-            n = len(identities)
+            n = prompt_embeds.shape[0]
             negative, negative_pooled = self._negative_embeddings()
             output = self.pipe(
                 **common,
@@ -422,8 +430,7 @@ class StillsGenerator:
             ).images
         else:  # no CFG at all: decode what the first call left
             output = self._decode(latents)
-        images = to_white_hot_gray(np.asarray(output, dtype=np.float32))
-        return [self._make_still(ident, seed, image) for ident, seed, image in zip(identities, seeds, images)]
+        return to_white_hot_gray(np.asarray(output, dtype=np.float32))
 
     def _decode(self, packed_latents: torch.Tensor) -> np.ndarray:
         """The tail of FluxPipeline.__call__: unpack, unscale, VAE-decode to float RGB in [0, 1]."""
@@ -437,6 +444,10 @@ class StillsGenerator:
         image = pipe.image_processor.postprocess(image, output_type="np")
         pipe.maybe_free_model_hooks()
         return image
+
+    def set_negative_embeddings(self, embeds: torch.Tensor, pooled: torch.Tensor) -> None:
+        """Use precomputed negative embeddings (batch 1), e.g. when the text encoders are not loaded."""
+        self._negative_cache = (embeds, pooled)
 
     def _negative_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The graph's negative: CLIP 'artefact, watermarks', T5 empty. `negative_prompt_2=""` would fall back

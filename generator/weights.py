@@ -75,7 +75,8 @@ def _download(spec: str, *, what: str, hint: str, allow_patterns, revision) -> P
     except Exception as err:  # offline, gated, missing repo, network: all mean "pass a local path"
         offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
         raise WeightsNotFoundError(
-            f"could not get {what} weights {spec!r} from the Hugging Face Hub{offline}: "
+            f"{what} weights {spec!r} are not a local path, and could not be fetched from the Hugging Face "
+            f"Hub{offline}: "
             f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
             f"Pass a local copy with {hint}, or go online (and accept the model's licence / log in with "
             f"`hf auth login` if it is gated)."
