@@ -298,7 +298,7 @@ def to_white_hot_gray(images: np.ndarray) -> list[Image.Image]:
     """Float RGB in [0, 1] -> 3-channel uint8 grayscale (ITU-R 601 luma, as PIL's 'L'): hot is white."""
     luma = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
     gray = np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)
-    return [Image.fromarray(np.repeat(g[..., None], 3, axis=2), mode="RGB") for g in gray]
+    return [Image.fromarray(np.repeat(g[..., None], 3, axis=2)) for g in gray]  # HxWx3 uint8 -> RGB
 
 
 class StillsGenerator:

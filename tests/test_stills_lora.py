@@ -13,6 +13,14 @@ SMALL = dict(height=32, width=32, num_steps=4, cfg_start_step=1)
 INDICES = [0, 1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_hash_cache(tmp_path_factory):
+    """Keep the sha256 cache out of the user's ~/.cache during tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("THERMVISION_CACHE", str(tmp_path_factory.mktemp("hash_cache")))
+        yield
+
+
 def images(gen):
     return [np.asarray(s.image, dtype=np.int16) for s in gen.generate(INDICES, batch_size=2, progress=False)]
 
