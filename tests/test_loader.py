@@ -50,9 +50,11 @@ def test_zips_read_in_place_give_identical_rows(frames, mini_zips, hf_cache):
     zipped = load_dataset("thermvision_db", "frames", data_dir=mini_zips.root, cache_dir=hf_cache, split_by="none", split="train")
     a, b = _by_key(frames), _by_key(zipped)
     assert a.keys() == b.keys()
-    for key in list(a)[::7]:
+    decoded = {(v, i) for v, idx in mini_zips.missing_png.items() for i in idx}  # from each corpus's own MP4
+    for key in list(a):
         assert a[key]["faces"] == b[key]["faces"]
-        assert np.array_equal(np.asarray(a[key]["image"]), np.asarray(b[key]["image"]))
+        if key not in decoded:
+            assert np.array_equal(np.asarray(a[key]["image"]), np.asarray(b[key]["image"]))
     assert not any(p.suffix == ".mp4" for p in Path(mini_zips.root).rglob("*"))  # nothing was extracted
 
 
