@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stills-offload", choices=["auto", "none", "model", "sequential"], default="auto",
                    help="CPU offload (auto: model offload on CUDA GPUs under 48 GiB, e.g. 24 GB cards)")
     g.add_argument("--stills-fp8", action="store_true", help="fp8 transformer through torchao (extra 'fp8')")
-    g.add_argument("--stills-size", type=int, default=512, help="image height and width (multiple of 16)")
+    g.add_argument("--stills-size", type=int, default=None,
+                   help="image height and width, a multiple of 16 (default 512, the paper's; 64 for the whole "
+                        "pipeline with --preset tiny)")
     g.add_argument("--stills-steps", type=int, default=40, help="schedule length before the denoise cut")
     g.add_argument("--stills-first-index", type=int, default=0, help="first identity index (for sharding)")
     g.add_argument("--stills-overwrite", action="store_true", help="regenerate stills already on disk")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             generator = StillsGenerator.from_preset(
                 args.preset, device=args.device, dtype=args.dtype, flux=args.flux, flux_base=args.flux_base,
                 lora=args.lora, lora_scale=args.lora_scale, template=args.prompt_template, speed=speed,
-                height=args.stills_size, width=args.stills_size, num_steps=args.stills_steps,
+                height=args.stills_size or 512, width=args.stills_size or 512, num_steps=args.stills_steps,
                 schedule=args.stills_schedule,
             )
         except (WeightsNotFoundError, UnsafeWeightsError, LoraError, ImportError, ValueError) as err:

@@ -18,8 +18,10 @@ import datasets
 from thermvision_db.errors import ThermVisionError
 
 NAMES = {"thermvision_db", "thermvision-db", "ThermVision-DB", "MAli-Farooq/ThermVision-DB"}
-_SOURCE_MODULES = ("builder", "features", "labels", "release", "released_rows", "images2d", "splits", "video")
+_SOURCE_MODULES = ("builder", "features", "labels", "release", "released_rows", "images2d", "splits", "video",
+                   "generated")
 RELEASED_CONFIGS = {"frames", "videos", "images"}
+SYNTHETIC_CONFIGS = {"synthetic", "synthetic_videos"}
 
 
 def _code_hash() -> str:
@@ -42,6 +44,37 @@ def _data_fingerprint(data_dir: Path) -> str:
     return digest.hexdigest()[:8]
 
 
+def _generator_code_hash() -> str:
+    """The generator's code decides the pixels and labels of a generated corpus: it is part of its cache key."""
+    digest = hashlib.sha256()
+    package = resources.files("generator")
+    for entry in sorted(_python_files(package), key=str):
+        digest.update(entry.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _python_files(folder):
+    for entry in folder.iterdir():
+        if entry.is_dir() and entry.name != "__pycache__":
+            yield from _python_files(entry)
+        elif entry.name.endswith(".py"):
+            yield entry
+
+
+def _synthetic_key(config_kwargs: dict) -> str:
+    """Every generation setting (weights by path, size and mtime) and, when reading a corpus as it is, the
+    state of its identity records."""
+    from thermvision_db.builder import ThermVisionConfig
+
+    config = ThermVisionConfig(name="synthetic", **config_kwargs)
+    key = _generator_code_hash()
+    if config.num_identities is not None:
+        key += config.generation_settings().fingerprint()
+    else:
+        key += _data_fingerprint(config.synthetic_output_dir() / "identities")
+    return key
+
+
 def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike | None = None,
                          cache_dir: str | None = None, **config_kwargs) -> datasets.DatasetBuilder:
     """The builder for a configuration, its cache keyed on code, data folder and every option."""
@@ -58,6 +91,8 @@ def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike
         resolved = resolve_data_dir(data_dir)
         data_dir = str(resolved.resolve())
         code += _data_fingerprint(resolved)
+    elif name in SYNTHETIC_CONFIGS:
+        code += _synthetic_key(config_kwargs)
     return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)
 
 

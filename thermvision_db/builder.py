@@ -1,7 +1,8 @@
-"""The `datasets` builder: configs `frames`, `videos`, `images` over the released corpus.
+"""The `datasets` builder: `frames`, `videos`, `images` over the released corpus; `synthetic` and
+`synthetic_videos` over a generated corpus (made on the spot by the generator when identities are missing).
 
-Shards are one video each (one category folder for `images`), so `num_proc`, DataLoader workers and
-`split_dataset_by_node` receive disjoint work.
+Shards are one video each (one category folder for `images`, one identity for the synthetic configs), so
+`num_proc`, DataLoader workers and `split_dataset_by_node` receive disjoint work.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import datasets
 
 from thermvision_db import features as schema
+from thermvision_db.generated import CorpusError, GeneratedCorpus, identity_name
 from thermvision_db.images2d import category_folders, image_rows
 from thermvision_db.release import IDENTITIES, ReleaseSource, SourceError, resolve_data_dir
 from thermvision_db.released_rows import frame_rows, video_row
@@ -28,6 +30,7 @@ _CITATION = """@article{thermvisiondb2026,
   year    = {2026},
   doi     = {10.1016/j.dib.2026.112506}
 }"""
+SYNTHETIC_CONFIGS = ("synthetic", "synthetic_videos")
 _LICENSE = "Non-commercial research use (the corpus); FLUX.1-dev [dev] Non-Commercial License (the generator weights)."
 
 
@@ -39,9 +42,44 @@ class ThermVisionConfig(datasets.BuilderConfig):
     repair_boxes: bool = False  # interpolate missing boxes, resolve double boxes by temporal consistency
     identities: tuple[str, ...] | None = None  # restrict to these identity keys (F_01, M_07, ...)
     video_backend: str = "pyav"  # decoder used where a PNG frame is missing
+    # synthetic configurations: what to generate (or, with only output_dir, which generated corpus to read)
+    num_identities: int | None = None
+    preset: str = "tiny"
+    seed: int = 0
+    motion: str | None = None  # "paper", "short" or "head_pose=N,expression=M"; default by preset
+    output_dir: str | None = None  # default: a folder per settings fingerprint beside the datasets cache
+    device: str | None = None
+    generator_options: dict | None = None  # more GenerationSettings fields: flux, lora, liveportrait_dir, ...
+
+    @property
+    def synthetic(self) -> bool:
+        return self.name in SYNTHETIC_CONFIGS
+
+    def generation_settings(self):
+        """The generator's settings for this configuration (validated: unknown presets fail here)."""
+        from generator.settings import GenerationSettings
+
+        motion = self.motion or ("paper" if self.preset == "thermvision" else "short")
+        return GenerationSettings(preset=self.preset, seed=self.seed, motion=motion, **(self.generator_options or {}))
+
+    def synthetic_output_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir).expanduser()
+        if self.num_identities is None:
+            raise ValueError(f"configuration {self.name!r} needs num_identities=N (to generate) or output_dir= "
+                             "(a generated corpus to read)")
+        from generator.settings import default_output_dir
+
+        return default_output_dir(self.generation_settings())
 
     def validate(self) -> None:
         """Checked when the builder is made: `datasets` sets overrides on a copy without re-running __init__."""
+        if self.synthetic:
+            if self.num_identities is not None and (not isinstance(self.num_identities, int) or self.num_identities < 1):
+                raise ValueError(f"num_identities must be a positive integer, got {self.num_identities!r}")
+            if self.num_identities is not None:
+                self.generation_settings()
+            self.synthetic_output_dir()
         if self.split_by not in {"identity", "none"}:
             raise ValueError(f"split_by must be 'identity' or 'none', got {self.split_by!r}")
         if self.video_backend not in BACKENDS:
@@ -62,6 +100,8 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         ThermVisionConfig(name="frames", description="one row per frame: image, faces (COCO boxes, landmarks), QC"),
         ThermVisionConfig(name="videos", description="one row per video: the MP4 and per-frame boxes and QC"),
         ThermVisionConfig(name="images", description="the 2D still categories, one folder per category"),
+        ThermVisionConfig(name="synthetic", description="generated identities, one row per frame (frames schema)"),
+        ThermVisionConfig(name="synthetic_videos", description="generated identities, one row per video"),
     ]
     DEFAULT_CONFIG_NAME = "frames"
 
@@ -74,13 +114,48 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
             "frames": lambda: schema.frame_features(IDENTITIES),
             "videos": lambda: schema.video_features(IDENTITIES),
             "images": schema.image_features,
+            "synthetic": lambda: schema.frame_features(self._synthetic_identities()),
+            "synthetic_videos": lambda: schema.video_features(self._synthetic_identities()),
         }[self.config.name]()
         return datasets.DatasetInfo(
             description=_DESCRIPTION, features=features, citation=_CITATION, license=_LICENSE,
             homepage="https://huggingface.co/datasets/MAli-Farooq/ThermVision-DB",
         )
 
+    def _synthetic_identities(self) -> list[str]:
+        """Identity names are known before generating (S000000 ...), or read from the corpus being loaded."""
+        if self.config.num_identities is not None:
+            return [identity_name(i) for i in range(self.config.num_identities)]
+        records = GeneratedCorpus(self.config.synthetic_output_dir()).records()
+        if not records:
+            raise CorpusError(f"no generated identities in {self.config.synthetic_output_dir()}; pass num_identities=N "
+                              "to generate them")
+        return [r["identity"] for r in records]
+
+    def _synthetic_split_generators(self):
+        out = self.config.synthetic_output_dir()
+        wanted = self.config.num_identities
+        if wanted is not None:
+            from generator.pipeline import GenerationPipeline
+
+            pipeline = GenerationPipeline(self.config.generation_settings(), out, device=self.config.device)
+            summary = pipeline.run(wanted)
+            if summary.failures:
+                raise CorpusError(f"{len(summary.failures)} identities failed to generate: {summary.failures[0]}")
+            pipeline.wait_for_identities(wanted)
+        records = GeneratedCorpus(out).records()
+        if wanted is not None:
+            records = [r for r in records if r["index"] < wanted]
+        corpus = GeneratedCorpus(out)
+        split_of = {r["identity"]: r["split"] for r in records}
+        groups = assign(list(split_of), self.config.split_by, splitter=split_of.__getitem__)
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"records": [r for r in records if r["identity"] in names],
+                                                                "corpus": corpus})
+                for split, names in groups.items() if names]
+
     def _split_generators(self, dl_manager):
+        if self.config.synthetic:
+            return self._synthetic_split_generators()
         data_dir = resolve_data_dir(self.config.data_dir)
         if self.config.name == "images":
             folders = category_folders(Path(data_dir))
@@ -99,8 +174,14 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
                 generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"members": shard, "source": source}))
         return generators
 
-    def _generate_examples(self, members=None, source=None, folders=None):
-        if self.config.name == "images":
+    def _generate_examples(self, members=None, source=None, folders=None, records=None, corpus=None):
+        if self.config.name == "synthetic":
+            for record in records:
+                yield from corpus.frame_rows(record)
+        elif self.config.name == "synthetic_videos":
+            for record in records:
+                yield from corpus.video_rows(record)
+        elif self.config.name == "images":
             for group in folders:
                 yield from image_rows(group)
         elif self.config.name == "frames":

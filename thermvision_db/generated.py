@@ -1,0 +1,256 @@
+"""A generated corpus on disk: its layout, its manifest and its rows, read like any other source.
+
+The generator writes; this module only reads (and rebuilds the manifest), so the loader knows nothing about
+diffusion. Layout of an output folder:
+
+    run.json                       the generation settings and their fingerprint (written once)
+    stills/still_000000.png|.json  candidate stills with sidecars (seed, prompt, sampler, weight hashes)
+    identities/S000000/            one folder per finished identity, renamed into place when complete
+        identity.json              the identity's record (the manifest row), written last inside the folder
+        head_pose.mp4              H.264 video; head_pose_frames/00000.png ... the same frames losslessly
+        head_pose.labels.json      per frame: faces (propagated [+ detector]), qc, head pose (degrees)
+        head_pose.motion.npz|.json the driving motion applied (pose, scale, translation, keypoints)
+        expression.*               the same for the expression video
+    manifest.parquet               one row per finished identity (rebuilt atomically at the end of each run)
+    summary.json                   the last run's throughput, stage shares and failures
+
+An identity folder either exists complete or not at all (temporary `.partial-*` folders are removed on the
+next run), so a killed run never leaves a half identity in the corpus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from thermvision_db.errors import ThermVisionError
+from thermvision_db.splits import synthetic_split
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.parquet"
+SUMMARY_FILE = "summary.json"
+IDENTITY_FILE = "identity.json"
+IDENTITIES_DIR = "identities"
+STILLS_DIR = "stills"
+PARTIAL_PREFIX = ".partial-"
+IDENTITY_SCHEMA = "thermvision-db/generated-identity/1"
+RUN_SCHEMA = "thermvision-db/generated-run/1"
+
+
+class CorpusError(ThermVisionError):
+    """A generated corpus folder is missing, unreadable, or was made with other settings."""
+
+
+def identity_name(index: int) -> str:
+    return f"S{index:06d}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(value):
+    """numpy scalars and arrays as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def atomic_write_json(path: Path, value) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True, default=_plain).encode())
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock (fcntl) shared by every process writing into one corpus folder."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class GeneratedCorpus:
+    """Read access to one generated output folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+
+    # -- paths
+    @property
+    def identities_dir(self) -> Path:
+        return self.root / IDENTITIES_DIR
+
+    @property
+    def stills_dir(self) -> Path:
+        return self.root / STILLS_DIR
+
+    def identity_dir(self, name: str) -> Path:
+        return self.identities_dir / name
+
+    # -- settings
+    def run_settings(self) -> dict | None:
+        path = self.root / RUN_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CorpusError(f"{path} is unreadable ({err}); it is not a ThermVision generated corpus") from err
+
+    # -- identities
+    def records(self) -> list[dict]:
+        """Every finished identity's record, ordered by identity index."""
+        if not self.identities_dir.is_dir():
+            return []
+        records = []
+        for folder in sorted(self.identities_dir.iterdir()):
+            if folder.name.startswith(PARTIAL_PREFIX) or not folder.is_dir():
+                continue
+            path = folder / IDENTITY_FILE
+            if not path.is_file():
+                continue
+            record = json.loads(path.read_text())
+            if record.get("schema") != IDENTITY_SCHEMA:
+                raise CorpusError(f"{path} is not a generated identity record (schema {record.get('schema')!r})")
+            records.append(record)
+        return sorted(records, key=lambda r: r["index"])
+
+    def finished(self) -> set[int]:
+        return {r["index"] for r in self.records()}
+
+    def partial_dirs(self) -> list[Path]:
+        if not self.identities_dir.is_dir():
+            return []
+        return sorted(p for p in self.identities_dir.iterdir() if p.name.startswith(PARTIAL_PREFIX))
+
+    # -- manifest
+    def write_manifest(self) -> Path:
+        """Rebuild manifest.parquet from the identity records, under the corpus lock (the last writer sees all)."""
+        import pandas as pd
+
+        with file_lock(self.root / ".lock"):
+            rows = [manifest_row(r) for r in self.records()]
+            frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            atomic_write_bytes(self.root / MANIFEST_FILE, buffer.getvalue())
+        return self.root / MANIFEST_FILE
+
+    def read_manifest(self):
+        import pandas as pd
+
+        path = self.root / MANIFEST_FILE
+        if not path.is_file():
+            raise CorpusError(f"{path} does not exist: no finished generation run in {self.root}")
+        return pd.read_parquet(path)
+
+    # -- rows in the shared schema
+    def frame_rows(self, record: dict) -> Iterator[tuple[str, dict]]:
+        """(key, row) for every frame of every video of one identity, images read from the PNG frames."""
+        folder = self.identity_dir(record["identity"])
+        for video in record["videos"]:
+            labels = json.loads((folder / video["labels"]).read_text())["frames"]
+            frames_dir = folder / video["frames"]
+            decoded = None
+            for i, frame in enumerate(labels):
+                png = frames_dir / f"{i:05d}.png"
+                if png.is_file():
+                    image = {"path": str(png), "bytes": None}
+                else:  # a corpus written with --no-png: decode the MP4 once
+                    if decoded is None:
+                        from thermvision_db.video import read_frames
+
+                        decoded = read_frames(folder / video["mp4"])
+                    buffer = io.BytesIO()
+                    from PIL import Image
+
+                    Image.fromarray(decoded[i]).save(buffer, format="PNG", compress_level=1)
+                    image = {"path": png.name, "bytes": buffer.getvalue()}
+                yield f"{video['video_id']}/{i:05d}", {
+                    "image": image,
+                    **identity_columns(record, video),
+                    "frame_index": i,
+                    "faces": frame["faces"],
+                    "qc": frame["qc"],
+                    "head_pose": frame["head_pose"],
+                    "seed": record["seed"],
+                    "prompt": record["prompt"],
+                }
+
+    def video_rows(self, record: dict) -> Iterator[tuple[str, dict]]:
+        folder = self.identity_dir(record["identity"])
+        for video in record["videos"]:
+            labels = json.loads((folder / video["labels"]).read_text())["frames"]
+            yield video["video_id"], {
+                "video": {"path": str(folder / video["mp4"]), "bytes": None},
+                **identity_columns(record, video),
+                "num_frames": video["num_frames"],
+                "fps": video["fps"],
+                "width": video["width"],
+                "height": video["height"],
+                "boxes": [[face["bbox"] for face in f["faces"]] for f in labels],
+                "landmarks": [f["faces"][0]["landmarks"] if f["faces"] else None for f in labels],
+                "qc": [f["qc"] for f in labels],
+                "head_pose": [f["head_pose"] for f in labels],
+                "seed": record["seed"],
+                "prompt": record["prompt"],
+            }
+
+
+def identity_columns(record: dict, video: dict) -> dict:
+    return {
+        "video_id": video["video_id"],
+        "identity": record["identity"],
+        "gender": record["gender"],
+        "set": video["set"],
+        "driving_template": video["driving_template"],
+    }
+
+
+MANIFEST_COLUMNS = [
+    "identity", "index", "slot", "split", "gender", "attributes", "seed", "run_seed", "prompt", "weights",
+    "sampler", "motion", "labels", "settings_fingerprint", "num_videos", "num_frames",
+    *[f"attr_{name}" for name in ("age_band", "hairstyle", "facial_hair", "glasses", "face_mask", "expression",
+                                  "category", "head_pose")],
+]
+
+
+def manifest_row(record: dict) -> dict:
+    """One identity as a flat row: nested settings as JSON text, attributes also as their own columns."""
+    def text(value) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    row = {
+        "identity": record["identity"], "index": record["index"], "slot": record["slot"],
+        "split": record.get("split") or synthetic_split(record["index"]), "gender": record["gender"],
+        "attributes": text(record["attributes"]), "seed": record["seed"], "run_seed": record["run_seed"],
+        "prompt": record["prompt"], "weights": text(record["weights"]), "sampler": text(record["sampler"]),
+        "motion": text(record["motion"]), "labels": text(record["labels"]),
+        "settings_fingerprint": record["settings_fingerprint"], "num_videos": len(record["videos"]),
+        "num_frames": sum(v["num_frames"] for v in record["videos"]),
+    }
+    for name, value in record["attributes"].items():
+        if f"attr_{name}" in MANIFEST_COLUMNS:
+            row[f"attr_{name}"] = value
+    return row
