@@ -91,6 +91,17 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return index, count
 
 
+def _state_dict_sha256(module) -> str:
+    """A content hash of in-memory weights (the tiny preset's random networks have no file to hash)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------------ summary
 @dataclass
 class RunSummary:
@@ -338,7 +349,8 @@ class GenerationPipeline:
                 if path:
                     records += [{"role": role, "path": str(p), "sha256": sha} for p, sha in hash_weights(path).items()]
             if not s.liveportrait_dir:
-                records.append({"role": "liveportrait", "path": "tiny random networks (seed 0)", "sha256": None})
+                records.append({"role": "liveportrait", "path": None, "source": "tiny random networks, seed 0",
+                                "sha256": _state_dict_sha256(self._animation().nets)})
             self._weights = records
         return list(still_sidecar.get("weights", [])) + self._weights
 
