@@ -24,7 +24,7 @@ from thermvision_db.labels import NUM_LANDMARKS, iou
 
 __all__ = [
     "ModelIOError", "YoloFaceDetector", "Detection", "Landmarker54", "Landmarker203", "StillLabels", "label_still",
-    "template_still_labels", "PropagatedLabels", "propagate_labels", "detect_frames", "Disagreement",
+    "template_still_labels", "box_from_landmarks", "PropagatedLabels", "propagate_labels", "detect_frames", "Disagreement",
     "compare_labels", "frame_faces", "TEMPLATE_LAYOUT", "OUTLINE_POINTS_PER_SIDE",
 ]
 
@@ -83,6 +83,16 @@ def template_still_labels(width: int, height: int) -> StillLabels:
     return StillLabels(np.array([x, y, w, h], np.float32), landmarks.astype(np.float32), "template")
 
 
+def box_from_landmarks(landmarks) -> np.ndarray:
+    """The face box the template would draw around these landmarks: their extent stretched to the template's
+    box (landmarks span neither the forehead nor the full box width, so their bare bounds are too small)."""
+    pts = _landmarks(landmarks).astype(np.float64)
+    lo, hi = pts.min(0), pts.max(0)
+    t_lo, t_hi = TEMPLATE_LAYOUT.min(0), TEMPLATE_LAYOUT.max(0)
+    wh = (hi - lo) / (t_hi - t_lo)
+    return _box([*(lo - t_lo * wh), *wh])
+
+
 def _box(value) -> np.ndarray:
     box = np.asarray(value, dtype=np.float32).reshape(-1)
     if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
@@ -101,8 +111,8 @@ def label_still(image: np.ndarray, detector: Detector | None = None, landmarker:
                 box=None, landmarks=None) -> StillLabels:
     """Label the still once; everything downstream follows from it.
 
-    Given values win. The box comes from `box`, else the detector's highest-scoring face, else the bounds of
-    given landmarks, else the template prior (also when the detector finds nothing, with a warning). Landmarks
+    Given values win. The box comes from `box`, else the detector's highest-scoring face, else
+    `box_from_landmarks(landmarks)`, else the template prior (also when the detector finds nothing, with a warning). Landmarks
     come from `landmarks`, else the landmarker run on the box, else the template layout when the box is the
     template's, else None (a detector box alone does not invent landmarks). `source` names the box's origin.
     """
@@ -116,8 +126,7 @@ def label_still(image: np.ndarray, detector: Detector | None = None, landmarker:
             best = max(faces, key=lambda f: f.score)
             still = StillLabels(_box(best.box_xywh), best.landmarks, "detector")
         elif pts is not None:
-            lo, hi = pts.min(0), pts.max(0)
-            still = StillLabels(_box([*lo, *(hi - lo)]), None, "given")
+            still = StillLabels(box_from_landmarks(pts), None, "given")
         else:
             if detector is not None:
                 log.warning("the detector found no face on the still; using the centred-portrait template")
