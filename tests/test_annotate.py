@@ -38,8 +38,9 @@ from generator.tiny_onnx import write_bad_model, write_landmarker54, write_landm
 from thermvision_db.features import frame_features
 from thermvision_db.labels import SFTL54_FLIP_PAIRS
 
-# Propagation under rigid motion is exact up to float32 rounding; measured worst case ~1e-5 px at 128 px.
-TOL_PX = 0.05
+# Under rigid motion propagation is exact up to float32 rounding: the measured worst case is 5e-6 px (64 px source,
+# 128 px output, and a 76.8 px crop pasted into 96 x 128); 1e-3 px leaves room for other BLAS builds.
+TOL_PX = 1e-3
 
 # ------------------------------------------------------------------------------------------- propagation
 
@@ -56,7 +57,18 @@ CROP_IMAGE = (96, 128)
 CROP_BOX, CROP_SCALE = (40.0, 20.0, 88.0, 68.0), 1.6
 
 
+_SOURCES: dict = {}
+
+
 def identity_source(pipe, cropped: bool, flat: bool = False):
+    """Built once per kind (F and M are the slow part; propagation never changes a source)."""
+    key = (id(pipe), cropped, flat)
+    if key not in _SOURCES:
+        _SOURCES[key] = _identity_source(pipe, cropped, flat)
+    return _SOURCES[key]
+
+
+def _identity_source(pipe, cropped: bool, flat: bool = False):
     """A real SourceState whose motion is overwritten: pose 0, scale 1, t 0, exp 0, so x_s = x_c and R_s = I."""
     if cropped:
         image = np.full((*CROP_IMAGE, 3), 100, np.uint8)
@@ -190,8 +202,9 @@ def test_head_pose_is_the_driven_pose_and_matches_the_rendered_frames(pipe):
     labels = propagate_labels(pipe, source, kp, template_still_labels(64, 64))
     want = np.stack([motion.extra["yaw"], motion.extra["pitch"], motion.extra["roll"]], 1)
     assert np.abs(labels.head_pose - want).max() < 1e-3
-    frames = np.stack(list(pipe.iter_frames(source, motion, keypoints=kp)))
-    assert len(frames) == len(labels) and frames.shape[1:3] == labels.frame_size
+    assert len(labels) == len(motion) == 9
+    frames = np.stack(list(pipe.iter_frames(source, motion, keypoints={"x_d": kp["x_d"][:2]})))  # W+G are slow
+    assert frames.shape[1:3] == labels.frame_size
 
 
 # --------------------------------------------------------------------------------------------- detector
