@@ -24,8 +24,8 @@ from thermvision_db.labels import NUM_LANDMARKS, iou
 
 __all__ = [
     "ModelIOError", "YoloFaceDetector", "Detection", "Landmarker54", "Landmarker203", "StillLabels", "label_still",
-    "template_still_labels", "box_from_landmarks", "PropagatedLabels", "propagate_labels", "detect_frames", "Disagreement",
-    "compare_labels", "frame_faces", "TEMPLATE_LAYOUT", "OUTLINE_POINTS_PER_SIDE",
+    "template_still_labels", "box_from_landmarks", "PropagatedLabels", "propagate_labels", "detect_frames",
+    "Disagreement", "compare_labels", "frame_faces", "TEMPLATE_LAYOUT", "OUTLINE_POINTS_PER_SIDE",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,10 @@ def label_still(image: np.ndarray, detector: Detector | None = None, landmarker:
     """Label the still once; everything downstream follows from it.
 
     Given values win. The box comes from `box`, else the detector's highest-scoring face, else
-    `box_from_landmarks(landmarks)`, else the template prior (also when the detector finds nothing, with a warning). Landmarks
-    come from `landmarks`, else the landmarker run on the box, else the template layout when the box is the
-    template's, else None (a detector box alone does not invent landmarks). `source` names the box's origin.
+    `box_from_landmarks(landmarks)`, else the template prior (also when the detector finds nothing, with a
+    warning). Landmarks come from `landmarks`, else the landmarker run on the box, else the template layout when
+    the box is the template's, else None (a detector box alone does not invent landmarks). `source` names the
+    box's origin.
     """
     height, width = np.asarray(image).shape[:2]
     pts = _landmarks(landmarks) if landmarks is not None else None

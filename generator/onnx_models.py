@@ -79,7 +79,8 @@ class _OnnxModel:
         if len(shape) != 4:
             self.fail(name, f"rank 4 {self.input_contract}", f"shape {_fmt(self.input.shape)}")
         if shape[1] is not None and shape[1] != channels:
-            self.fail(name, f"{channels} channel(s) {self.input_contract}", f"{shape[1]} in shape {_fmt(self.input.shape)}")
+            self.fail(name, f"{channels} channel(s) {self.input_contract}",
+                      f"{shape[1]} in shape {_fmt(self.input.shape)}")
         return (shape[2] or default_size[0], shape[3] or default_size[1])
 
     def run(self, blob: np.ndarray, index: int = 0) -> np.ndarray:

@@ -398,13 +398,14 @@ def test_the_template_is_a_plausible_centred_face(size):
     pts = prior.landmarks.astype(np.float64)
     assert prior.landmarks.shape == (54, 2) and prior.source == "template"
     assert x + w / 2 == pytest.approx(width / 2) and 0.3 * height < y + h / 2 < 0.5 * height
-    assert (pts[:, 0] >= x).all() and (pts[:, 0] <= x + w).all() and (pts[:, 1] >= y).all() and (pts[:, 1] <= y + h).all()
+    assert (pts >= [x, y]).all() and (pts <= [x + w, y + h]).all()
     mirrored = pts.copy()
     mirrored[:, 0] = 2 * (x + w / 2) - mirrored[:, 0]
     for a, b in SFTL54_FLIP_PAIRS:
         mirrored[[a, b]] = mirrored[[b, a]]
     assert np.abs(mirrored - pts).max() < 1e-3  # left-right symmetric in SF-TL54 order
-    brows, eyes, nose_tip, mouth, chin = pts[17:27, 1].max(), pts[36:48, 1].mean(), pts[33, 1], pts[48:54, 1].mean(), pts[8, 1]
+    brows, eyes, nose_tip = pts[17:27, 1].max(), pts[36:48, 1].mean(), pts[33, 1]
+    mouth, chin = pts[48:54, 1].mean(), pts[8, 1]
     assert brows < eyes < nose_tip < mouth < chin == pts[:, 1].max()
     assert pts[36:42, 0].max() < pts[42:48, 0].min()  # right eye on the image left
 
