@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.export import atomic_write_bytes, atomic_write_text
 from thermvision_db.qc import video_qc
+from thermvision_db.rows import label_names, named_frame_row
 
 JUMP_THRESHOLD = 0.05  # box-centre move between consecutive frames, as a fraction of the frame side
 CROP_FACTOR = 1.2  # face crop around the box, as the audit used
@@ -52,16 +53,16 @@ def read_videos(data_dir: str | os.PathLike, config: str = "frames", cache_dir: 
     from thermvision_db.api import load_dataset
 
     dataset = load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, split_by="none")["train"]
-    identity_names = dataset.features["identity"].names
-    qc_names = dataset.features["qc"].names
+    names = label_names(dataset.features)
     videos: dict[str, VideoFrames] = {}
     for row in tqdm(dataset, desc="reading frames", total=len(dataset), disable=not progress):
-        video = videos.setdefault(row["video_id"], VideoFrames(row["video_id"], identity_names[row["identity"]]))
+        row = named_frame_row(row, names=names)
+        video = videos.setdefault(row["video_id"], VideoFrames(row["video_id"], str(row["identity"])))
         video.frames.append(np.asarray(row["image"].convert("L")))
         video.boxes.append([list(map(float, face["bbox"])) for face in row["faces"]])
         first = row["faces"][0]["landmarks"] if row["faces"] else None
         video.landmarks.append(None if first is None else np.asarray(first, dtype=np.float64))
-        video.qc.append(qc_names[row["qc"]])
+        video.qc.append(row["qc"])
     if not videos:
         raise EvaluationError(f"no frames found in {data_dir}")
     return list(videos.values())
