@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from generator.realism import INCEPTION_FILE, RealismUnavailable, fid_kid
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.export import atomic_write_bytes, atomic_write_text
 from thermvision_db.qc import video_qc
+from thermvision_db.rows import label_names, named_frame_row
 
 JUMP_THRESHOLD = 0.05  # box-centre move between consecutive frames, as a fraction of the frame side
 CROP_FACTOR = 1.2  # face crop around the box, as the audit used
@@ -44,24 +47,29 @@ class VideoFrames:
     qc: list[str] = field(default_factory=list)
 
 
-def read_videos(data_dir: str | os.PathLike, config: str = "frames", cache_dir: str | None = None,
-                progress: bool = True) -> list[VideoFrames]:
-    """All frame rows of a corpus grouped by video, in frame order (identity split ignored)."""
+def frame_rows(data_dir: str | os.PathLike, config: str = "frames", cache_dir: str | None = None):
+    """Every frame row of a corpus folder as one `Dataset`, in video and frame order (identity split ignored)."""
     if not Path(data_dir).exists():
         raise EvaluationError(f"corpus folder {data_dir} does not exist")
     from thermvision_db.api import load_dataset
 
-    dataset = load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, split_by="none")["train"]
-    identity_names = dataset.features["identity"].names
-    qc_names = dataset.features["qc"].names
+    return load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, split_by="none")["train"]
+
+
+def read_videos(data_dir: str | os.PathLike, config: str = "frames", cache_dir: str | None = None,
+                progress: bool = True) -> list[VideoFrames]:
+    """All frame rows of a corpus grouped by video, in frame order (identity split ignored)."""
+    dataset = frame_rows(data_dir, config, cache_dir)
+    names = label_names(dataset.features)
     videos: dict[str, VideoFrames] = {}
     for row in tqdm(dataset, desc="reading frames", total=len(dataset), disable=not progress):
-        video = videos.setdefault(row["video_id"], VideoFrames(row["video_id"], identity_names[row["identity"]]))
+        row = named_frame_row(row, names=names)
+        video = videos.setdefault(row["video_id"], VideoFrames(row["video_id"], str(row["identity"])))
         video.frames.append(np.asarray(row["image"].convert("L")))
         video.boxes.append([list(map(float, face["bbox"])) for face in row["faces"]])
         first = row["faces"][0]["landmarks"] if row["faces"] else None
         video.landmarks.append(None if first is None else np.asarray(first, dtype=np.float64))
-        video.qc.append(qc_names[row["qc"]])
+        video.qc.append(row["qc"])
     if not videos:
         raise EvaluationError(f"no frames found in {data_dir}")
     return list(videos.values())
@@ -186,34 +194,25 @@ def identity_scores(videos: list[VideoFrames], embed: OnnxEmbedder, mask_face: b
 
 
 # ---------------------------------------------------------------------------------------------- realism (extra)
-def fid_kid(real_dir: str | os.PathLike, videos: list[VideoFrames], max_images: int = 500) -> dict | str:
-    """FID and KID against a folder of real thermal faces through torchmetrics; a message if it is not installed."""
-    try:
-        import torch
-        from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
-    except ImportError:
-        return "FID/KID skipped: torchmetrics is not installed (pip install 'thermvision-db[eval]' or 'torchmetrics==1.*')."
+def realism_against(real_dir: str | os.PathLike, videos: list[VideoFrames], max_images: int = 500,
+                    feature="inception", inception_weights: str | None = None) -> dict | str:
+    """FID/KID of the corpus frames against a folder of real thermal faces; the reason as text when unavailable.
+
+    A long evaluation should not die at its last step because an optional extractor is missing, so the
+    report carries the message (which says what to install or where the weights go) instead.
+    """
+    if feature is None:
+        return "FID/KID not computed: no feature extractor requested (--fid-features none)."
     real_paths = sorted(p for p in Path(real_dir).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
     if not real_paths:
         raise EvaluationError(f"no images found under the real-image folder {real_dir}")
     fakes = [f for v in videos for f in v.frames][:max_images]
     reals = [np.asarray(Image.open(p).convert("L")) for p in real_paths[:max_images]]
-
-    def batch(images):
-        resized = [np.asarray(Image.fromarray(i).resize((299, 299), Image.BILINEAR)) for i in images]
-        return torch.from_numpy(np.stack(resized)[:, None].repeat(3, axis=1).copy())  # uint8, 3 channels
-
     try:
-        fid, kid = FrechetInceptionDistance(), KernelInceptionDistance(subset_size=min(len(reals), len(fakes), 1000))
-        for metric in (fid, kid):
-            metric.update(batch(reals), real=True)
-            metric.update(batch(fakes), real=False)
-        kid_mean, kid_std = kid.compute()
-        return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-                "real_images": len(reals), "generated_images": len(fakes)}
-    except Exception as err:  # the Inception weights download on first use
-        return f"FID/KID failed ({type(err).__name__}: {err}); the Inception weights must be available offline."
+        result = fid_kid(reals, fakes, feature=feature, inception_weights=inception_weights)
+    except RealismUnavailable as err:
+        return f"FID/KID not computed: {err}"
+    return {**result, "real_images": result["images_a"], "generated_images": result["images_b"]}
 
 
 # ---------------------------------------------------------------------------------------------- plots (PIL)
@@ -249,8 +248,15 @@ def bar_chart(labels: list[str], series: dict[str, list[float]], title: str, wid
 # ---------------------------------------------------------------------------------------------- the report
 def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str | None = None,
              real_dir: str | None = None, config: str = "frames", cache_dir: str | None = None,
-             progress: bool = True) -> dict:
-    """Write `report.md` and its PNG plots under `out`; return the numbers behind them."""
+             progress: bool = True, compare_dir: str | os.PathLike | None = None, compare_config: str = "frames",
+             names: tuple[str, str] = ("released", "generated"), fid_features="inception",
+             inception_weights: str | None = None) -> dict:
+    """Write `report.md` and its PNG plots under `out`; return the numbers behind them.
+
+    With `compare_dir` (the released corpus or the miniature) the corpus at `data_dir` is also shown side by
+    side with it (`generator.compare`): comparison.png/.json/.md, linked from the report. `names` are the
+    names of the `compare_dir` corpus and of the `data_dir` corpus, in that order.
+    """
     out = Path(out)
     videos = read_videos(data_dir, config, cache_dir, progress)
     qc = pd.DataFrame([box_qc(v) for v in videos])
@@ -272,7 +278,13 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
         plots["identity.png"] = bar_chart(list(per["identity"]), {"within": list(per["within"]), "max between": list(per["max_between"])},
                                           "Identity: within vs highest between-identity cosine")
     if real_dir:
-        results["realism"] = fid_kid(real_dir, videos)
+        results["realism"] = realism_against(real_dir, videos, feature=fid_features, inception_weights=inception_weights)
+    if compare_dir is not None:
+        from generator.compare import compare_corpora
+
+        results["comparison"] = compare_corpora(frame_rows(compare_dir, compare_config, cache_dir),
+                                                frame_rows(data_dir, config, cache_dir), out, names=names,
+                                                feature=fid_features, inception_weights=inception_weights, progress=progress)
     for name, data in plots.items():
         atomic_write_bytes(out / name, data)
     atomic_write_text(out / "report.md", render_report(results, list(plots)))
@@ -306,6 +318,10 @@ def render_report(results: dict, plots: list[str]) -> str:
         lines.append("")
     else:
         lines += ["Identity scores skipped: give `--embedding model.onnx` (an ArcFace-style face embedding model).", ""]
+    if "comparison" in results:
+        names = results["comparison"]["names"]
+        lines += [f"## {names[1]} side by side with {names[0]}", "", "![comparison](comparison.png)", "",
+                  "Numbers in comparison.json, headline table in [comparison.md](comparison.md).", ""]
     if "realism" in results:
         realism = results["realism"]
         lines += ["## Realism against real thermal faces", ""]
@@ -331,15 +347,32 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True, help="report folder (report.md, PNG plots, box_qc.csv)")
     p.add_argument("--embedding", help="ONNX face-embedding model (image in, vector out)")
     p.add_argument("--real-dir", help="folder of real thermal face images for FID/KID (needs torchmetrics)")
+    p.add_argument("--compare", metavar="REFERENCE_DIR",
+                   help="a second corpus (the released one, or the miniature) shown side by side with DATA_DIR")
+    p.add_argument("--names", nargs=2, default=("released", "generated"), metavar=("REFERENCE", "CORPUS"),
+                   help="names of the --compare corpus and of DATA_DIR in the comparison")
+    p.add_argument("--compare-config", default="frames", help="loader configuration of the --compare corpus")
+    p.add_argument("--fid-features", default="inception",
+                   help="FID/KID feature extractor: 'inception' (torchmetrics + torch-fidelity), 'none', or an .onnx model")
+    p.add_argument("--inception-weights", help=f"local {INCEPTION_FILE} (otherwise the torch hub cache or $THERMVISION_INCEPTION_WEIGHTS)")
     p.add_argument("--config", default="frames")
     p.add_argument("--cache-dir", help="datasets cache folder")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args) -> int:
+    features = None if args.fid_features == "none" else args.fid_features
     results = evaluate(args.data_dir, args.out, embedding=args.embedding, real_dir=args.real_dir,
-                       config=args.config, cache_dir=args.cache_dir)
+                       config=args.config, cache_dir=args.cache_dir, compare_dir=args.compare,
+                       compare_config=args.compare_config, names=tuple(args.names), fid_features=features,
+                       inception_weights=args.inception_weights)
+    skipped = [results["realism"]] if isinstance(results.get("realism"), str) else []
+    skipped += [results["comparison"]["realism"]["skipped"]] if "skipped" in results.get("comparison", {}).get("realism", {}) else []
+    for message in skipped if features is not None else []:
+        print(f"warning: {message}", file=sys.stderr)
     summary = f"wrote {Path(args.out) / 'report.md'}"
+    if "comparison" in results:
+        summary += f" and {Path(args.out) / 'comparison.png'}"
     if "identity" in results:
         summary += f" (identities distinct: {'yes' if results['identity']['distinct'] else 'NO'})"
     print(summary)

@@ -1,32 +1,12 @@
 """The quality report: hand-checkable values for temporal stability, box QC and identity distinctness."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from generator.evaluate import (EvaluationError, OnnxEmbedder, VideoFrames, box_qc, evaluate, face_crop,
                                 frame_change, identity_scores, landmark_jitter)
 from thermvision_db.cli import main
 from thermvision_db.miniature import canonical_landmarks, write_miniature
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 16x16 gray -> 8-d embedding: a fixed random linear projection, built with onnx.helper."""
-    weight = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["image"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
-        "tiny_embedder",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 16, 16])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 8])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    onnx.save(model, path)
-    return path
 
 
 def test_static_video_has_zero_jitter_and_zero_change():

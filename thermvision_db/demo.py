@@ -14,6 +14,7 @@ from pathlib import Path
 def _loader_part(out: Path) -> Path:
     from thermvision_db import load_dataset
     from thermvision_db.miniature import write_miniature
+    from thermvision_db.rows import label_names, named_frame_row
     from thermvision_db.visualize import contact_sheet, draw_annotations
 
     corpus = write_miniature(out / "corpus", frames_per_video=12, size=128, landmarks=True)
@@ -21,20 +22,18 @@ def _loader_part(out: Path) -> Path:
           "(the two zips and their folders, released layout and quirks)")
     frames = load_dataset("thermvision_db", "frames", data_dir=corpus.root, cache_dir=str(out / "hf_cache"), repair_boxes=True)
     videos = load_dataset("thermvision_db", "videos", data_dir=corpus.root, cache_dir=str(out / "hf_cache"))
-    qc_names = frames["train"].features["qc"].names
+    names = label_names(frames["train"].features)
     print("[2/3] load_dataset('thermvision_db', 'frames' | 'videos'):")
     for split, ds in frames.items():
-        qc = Counter(qc_names[q] for q in ds["qc"])
-        ids = sorted(set(ds.features["identity"].int2str(i) for i in ds["identity"]))
+        qc = Counter(names["qc"][q] for q in ds["qc"])
+        ids = sorted(set(names["identity"][i] for i in ds["identity"]))
         print(f"      {split:<10} {ds.num_rows:4d} frames, {videos[split].num_rows} videos, identities {', '.join(ids)}; qc {dict(qc)}")
     train = frames["train"]
     picks = list(range(0, train.num_rows, max(1, train.num_rows // 16)))[:16]
     pictures, captions = [], []
-    source_names = train.features["faces"].feature["source"].names
     for i in picks:
-        row = train[i]
-        faces = [{**f, "source": source_names[f["source"]]} for f in row["faces"]]
-        pictures.append(draw_annotations(row["image"], faces, qc_names[row["qc"]]))
+        row = named_frame_row(train[i], names=names)
+        pictures.append(draw_annotations(row["image"], row["faces"], row["qc"]))
         captions.append(f"{row['video_id']}/{row['frame_index']}")
     sheet = out / "demo_frames.png"
     contact_sheet(pictures, captions, columns=4, tile=192).save(sheet)
