@@ -190,10 +190,12 @@ def _check_keys(path: Path, plan: dict, keys: list[str], all_keys: list[str]) ->
         found = ", ".join(all_keys[:3]) + (", ..." if len(all_keys) > 3 else "") if all_keys else "no tensors"
         what = ("is not a FLUX transformer checkpoint" if len(missing) == len(plan)
                 else "does not match the FLUX transformer config")
+        hint = ("Pass a BFL/ComfyUI flux1-dev single file (bf16 or fp8) whose model matches --flux-base"
+                if "x_embedder.weight" not in present else
+                "It is in diffusers' layout: pass the diffusers FLUX folder that holds it as --flux instead")
         raise FluxCheckpointError(
             f"{path} {what}: {len(missing)} of {len(plan)} expected keys are missing, e.g. "
-            f"{', '.join(missing[:5])} (the file has {found}). Pass a BFL/ComfyUI flux1-dev single file "
-            "(bf16 or fp8) whose model matches --flux-base")
+            f"{', '.join(missing[:5])} (the file has {found}). {hint}")
     extra = sorted(present - set(plan))
     if extra:
         hint = (" (a scaled-fp8 checkpoint: its per-tensor scales are not supported; use an unscaled fp8 or a bf16 "

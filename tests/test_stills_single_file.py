@@ -71,7 +71,7 @@ def to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         b, s = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
         out[f"{s}.norm.query_norm.scale"] = sd[f"{b}.attn.norm_q.weight"]
         out[f"{s}.norm.key_norm.scale"] = sd[f"{b}.attn.norm_k.weight"]
-    assert len(out) == len(sd) - 8 * n_double - 6 * n_single  # fused q,k,v: 12 -> 4 tensors per double block, 8 -> 2 per single
+    assert len(out) == len(sd) - 8 * n_double - 6 * n_single  # fusing: 12 -> 4 tensors per double, 8 -> 2 per single
     return out
 
 
@@ -201,6 +201,8 @@ def test_thermvision_preset_with_single_file_and_lora_records_the_file(tiny, tmp
     ({"conv_in.weight": torch.zeros(2, 2), "conv_in.bias": torch.zeros(2)},
      r"not_flux\.safetensors is not a FLUX transformer checkpoint: \d+ of \d+ expected keys are missing, "
      r"e\.g\. img_in\.weight.*conv_in\.bias"),
+    ("diffusers", r"not_flux\.safetensors is not a FLUX transformer checkpoint.*diffusers' layout: pass the "
+                  r"diffusers FLUX folder"),
     ("drop:guidance_in.in_layer.weight",
      r"not_flux\.safetensors does not match the FLUX transformer config: 1 of \d+ expected keys are missing, "
      r"e\.g\. guidance_in\.in_layer\.weight"),
@@ -210,7 +212,9 @@ def test_thermvision_preset_with_single_file_and_lora_records_the_file(tiny, tmp
 ])
 def test_single_file_that_is_not_this_flux_transformer_is_refused(tiny, tmp_path, content, match):
     base, sd, _ = tiny
-    if isinstance(content, str):
+    if content == "diffusers":
+        content = sd
+    elif isinstance(content, str):
         op, key = content.split(":")
         tensors = to_bfl(sd)
         if op == "drop":
