@@ -19,8 +19,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers import FluxTransformer2DModel
 
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 # Keys of other components in ComfyUI/A1111 all-in-one checkpoints; never part of the transformer.
@@ -149,14 +153,16 @@ def _count_blocks(keys, prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathLike, dtype: torch.dtype):
+def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathLike,
+                          dtype: torch.dtype) -> FluxTransformer2DModel:
     """A FluxTransformer2DModel from a single-file BFL/ComfyUI checkpoint, with the config in
     `config_folder/transformer/config.json`; float8 weights are upcast to `dtype`.
 
-    Checks first, reading only the safetensors header: the file must hold every key the config implies (a
-    non-FLUX file, or FLUX.1-schnell against a FLUX.1-dev config, is named with its missing keys), no extra
-    transformer keys (e.g. scaled-fp8 `scale_weight` tensors, whose scaling would be silently lost), and the
-    config's shapes. Only the transformer's tensors are read from an all-in-one file.
+    The key check reads only the safetensors header, before any tensor: the file must hold every key the config
+    implies (a non-FLUX file, or FLUX.1-schnell against a FLUX.1-dev config, is named with its missing keys) and
+    no other transformer keys (e.g. scaled-fp8 `scale_weight` tensors, whose scaling would be silently lost).
+    Then the converted shapes are checked against the config. Only the transformer's tensors are read from an
+    all-in-one file.
     """
     from diffusers import FluxTransformer2DModel
     from safetensors import safe_open
@@ -176,9 +182,9 @@ def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathL
         if tuple(tensor.shape) != tuple(expected[key].shape):
             source = next(k for k, (_, targets) in plan.items() if key in targets)
             raise FluxCheckpointError(
-                f"{path}: {prefix}{source} gives {key} of shape {tuple(tensor.shape)}, but the transformer config "
-                f"in {config_folder} expects {tuple(expected[key].shape)}; the file is for a different FLUX model "
-                "than the --flux-base folder")
+                f"{path}: {prefix}{source} gives {key} of shape {tuple(tensor.shape)}, but "
+                f"{config_folder / 'transformer' / 'config.json'} expects {tuple(expected[key].shape)}; the file is "
+                "for a different FLUX model than the --flux-base folder")
     return FluxTransformer2DModel.from_single_file(converted, config=str(config_folder), subfolder="transformer",
                                                    dtype=dtype, local_files_only=True)
 
