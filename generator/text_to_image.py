@@ -245,7 +245,10 @@ def build_pipeline(
 
 
 def _load_flux_dev(flux, flux_base, dtype) -> tuple[object, list[dict]]:
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+    """FLUX.1-dev from a diffusers folder/Hub id, or a single-file transformer + `flux_base` for the rest."""
+    from diffusers import FluxPipeline
+
+    from generator.flux_checkpoint import load_flux_transformer
 
     hint = ("--flux with a local FLUX.1-dev diffusers folder or a single-file checkpoint such as "
             "flux1-dev-fp8.safetensors (Python: flux=...)")
@@ -253,10 +256,15 @@ def _load_flux_dev(flux, flux_base, dtype) -> tuple[object, list[dict]]:
     if source.is_file():
         check_safetensors(source, what="FLUX transformer checkpoint")
         base = resolve_weights(flux_base or FLUX_DEV_HUB_ID, what="FLUX.1-dev text encoders and VAE",
-                               hint="--flux-base with a local FLUX.1-dev diffusers folder (Python: flux_base=...)",
+                               hint=f"--flux-base with a local FLUX.1-dev diffusers folder: the single file "
+                                    f"{source.name} holds only the transformer (Python: flux_base=...)",
                                allow_patterns=_component_patterns(transformer_weights=False))
-        transformer = FluxTransformer2DModel.from_single_file(str(source), config=str(base), subfolder="transformer",
-                                                              dtype=dtype, local_files_only=True)
+        if not (base / "model_index.json").is_file() or not (base / "transformer" / "config.json").is_file():
+            raise WeightsNotFoundError(
+                f"{base} is not a diffusers FLUX folder (it needs model_index.json and transformer/config.json): "
+                f"the single file {source.name} brings only the transformer, so pass --flux-base with a FLUX.1-dev "
+                "diffusers folder for the text encoders, VAE and configs (Python: flux_base=...)")
+        transformer = load_flux_transformer(source, base, dtype)
         pipe = FluxPipeline.from_pretrained(str(base), transformer=transformer, dtype=dtype, local_files_only=True)
         files = [source] + [p for p in _component_files(base) if "transformer" not in p.relative_to(base).parts[:1]]
     else:

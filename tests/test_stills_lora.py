@@ -100,22 +100,22 @@ def test_lora_with_wrong_shapes_is_refused_naming_file_and_module(tmp_path):
         StillsGenerator.from_preset("tiny", device="cpu", lora=wrong, **SMALL)
 
 
-def test_lora_for_missing_blocks_is_refused(tmp_path):
-    path = tmp_path / "deep.safetensors"
-    d = TINY_INNER_DIM
-    save_file({"lora_unet_double_blocks_5_img_attn_proj.lora_down.weight": torch.zeros(4, d),
-               "lora_unet_double_blocks_5_img_attn_proj.lora_up.weight": torch.zeros(d, 4),
-               "lora_unet_double_blocks_5_img_attn_proj.alpha": torch.tensor(4.0)}, str(path))
-    with pytest.raises(LoraError, match=r"deep\.safetensors"):
-        StillsGenerator.from_preset("tiny", device="cpu", lora=path, **SMALL)
+D = TINY_INNER_DIM
 
 
-def test_unprefixed_diffusers_keys_are_refused_instead_of_silently_ignored(tmp_path):
-    path = tmp_path / "unprefixed.safetensors"
-    d = TINY_INNER_DIM
-    save_file({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, d),
-               "transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(d, 4)}, str(path))
-    with pytest.raises(LoraError, match=r"unprefixed\.safetensors.*none of its keys matched"):
+@pytest.mark.parametrize("name,tensors,match", [
+    ("deep", {"lora_unet_double_blocks_5_img_attn_proj.lora_down.weight": torch.zeros(4, D),
+              "lora_unet_double_blocks_5_img_attn_proj.lora_up.weight": torch.zeros(D, 4),
+              "lora_unet_double_blocks_5_img_attn_proj.alpha": torch.tensor(4.0)},
+     r"deep\.safetensors.*transformer_blocks\.5\.attn\.to_out\.0, which this model does not have"),
+    ("unprefixed", {"transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, D),
+                    "transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(D, 4)},
+     r"unprefixed\.safetensors.*none of its keys matched"),  # diffusers would ignore it with only a warning
+])
+def test_lora_that_does_not_fit_the_transformer_is_refused(tmp_path, name, tensors, match):
+    path = tmp_path / f"{name}.safetensors"
+    save_file(tensors, str(path))
+    with pytest.raises(LoraError, match=match):
         StillsGenerator.from_preset("tiny", device="cpu", lora=path, **SMALL)
 
 
