@@ -148,7 +148,9 @@ class GenerationPipeline:
     """Makes identities into one output folder; see the module docstring for the guarantees."""
 
     def __init__(self, settings: GenerationSettings, output_dir: str | os.PathLike, *, device: str | None = None,
-                 progress: bool = True, embed=None, barrier_timeout: float = 24 * 3600.0):
+                 progress: bool = True, embed=None, barrier_timeout: float = 24 * 3600.0,
+                 stills_generator=None, animator=None):
+        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models)."""
         self.settings = settings
         self.corpus = GeneratedCorpus(output_dir)
         self.root = self.corpus.root
@@ -156,8 +158,8 @@ class GenerationPipeline:
         self.progress = progress
         self.embed = embed
         self.barrier_timeout = barrier_timeout
-        self._stills = None
-        self._animator = None
+        self._stills = stills_generator
+        self._animator = animator
         self._annotators = None
         self._weights: list[dict] | None = None
 
