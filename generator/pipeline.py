@@ -266,7 +266,8 @@ class GenerationPipeline:
         from generator.text_to_image import save_still, still_exists
 
         stills_dir = self.corpus.stills_dir
-        blocks = sorted({self._block(s) for s in slots if not still_exists(stills_dir, s)})
+        wanted = {s for s in slots if not still_exists(stills_dir, s)}
+        blocks = sorted({self._block(s) for s in wanted})
         if not blocks:
             return
         b = self.settings.still_batch
@@ -276,8 +277,8 @@ class GenerationPipeline:
             t0 = time.perf_counter()
             stills = self._stills_generator().generate_batch(self._stills_generator().identities(members, self.settings.seed))
             summary.stage_seconds["stills"] += time.perf_counter() - t0
-            for still in stills:
-                if not still_exists(stills_dir, still.index):
+            for still in stills:  # the whole block is sampled (same batch every time); only the asked-for kept
+                if still.index in wanted and not still_exists(stills_dir, still.index):
                     save_still(still, stills_dir)
             bar.update(b)
         bar.close()

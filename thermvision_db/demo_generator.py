@@ -1,40 +1,38 @@
-"""The demo's generator step: tiny random FLUX stills, animated by a tiny random LivePortrait, on the CPU.
+"""The demo's generator step: `load_dataset(..., "synthetic")` with the tiny preset on the CPU.
 
-Random weights make noise pictures, but every file, shape, sidecar and motion record is the real one, so a
-newcomer sees the whole pipeline run before downloading any weights.
+Tiny random FLUX stills, animated by tiny random LivePortrait networks, labelled by propagation from the
+template prior, written as a generated corpus and read back as frame rows. Random weights make noise pictures,
+but every file, record, label and row is the real one, so a newcomer sees the whole pipeline run before
+downloading any weights.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
+def run(out: Path, identities: int = 2, motion: str = "head_pose=24,expression=12") -> str:
+    import numpy as np
 
-def run(out: Path, identities: int = 2, frames: int = 24) -> str:
-    from generator.liveportrait import LivePortraitConfig, LivePortraitNetworks, LivePortraitPipeline, write_animation
-    from generator.motion import head_pose_sweep
-    from generator.text_to_image import StillsGenerator, save_still
-    from thermvision_db.visualize import contact_sheet, save_gif
+    from thermvision_db import load_dataset
+    from thermvision_db.rows import label_names, named_frame_row
+    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif
 
-    stills_dir = out / "generated" / "stills"
-    generator = StillsGenerator.from_preset("tiny", device="cpu", height=64, width=64)
-    stills = generator.generate(range(identities), run_seed=0, batch_size=identities, progress=False)
-    for still in stills:
-        save_still(still, stills_dir)
-    pipe = LivePortraitPipeline(LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=0), device="cpu", progress=False)
-    motion = head_pose_sweep(num_frames=frames)
-    written = []
-    for still in stills:
-        source = pipe.prepare_source(np.asarray(still.image))
-        written.append(write_animation(pipe, source, motion, out / "generated" / "animate", f"identity_{still.index:05d}", png=False))
-    from thermvision_db.video import read_frames
-
-    clip = read_frames(written[0]["mp4"])
+    corpus = out / "generated"
+    ds = load_dataset("thermvision_db", "synthetic", num_identities=identities, motion=motion, output_dir=str(corpus),
+                      cache_dir=str(out / "hf_cache"))["train"]
+    names = label_names(ds.features)
+    head_pose = [i for i, v in enumerate(ds["video_id"]) if v.endswith("_head_pose") and v.startswith("S000000")]
+    picks = head_pose[:: max(1, len(head_pose) // 8)][:8]
+    pictures, captions = [], []
+    for i in picks:
+        row = named_frame_row(ds[i], names=names)
+        pictures.append(draw_annotations(row["image"], row["faces"], row["qc"]))
+        pose = row["head_pose"]
+        captions.append(f"{row['frame_index']}: yaw {round(pose['yaw'])} pitch {round(pose['pitch'])} roll {round(pose['roll'])}")
     sheet = out / "demo_generated.png"
-    contact_sheet([s.image for s in stills] + list(clip[:: max(1, frames // 6)]),
-                  [f"still {s.index}" for s in stills] + [f"frame {i}" for i in range(0, frames, max(1, frames // 6))],
-                  columns=4, tile=128).save(sheet)
-    save_gif(list(clip), out / "demo_generated.gif", fps=12, size=128)
-    return (f"{len(stills)} stills (tiny FLUX, random weights: noise by design) with sidecars in {stills_dir}; "
-            f"{len(written)} head-pose animations of {frames} frames in {out / 'generated' / 'animate'}; picture: {sheet}")
+    contact_sheet(pictures, captions, columns=4, tile=192).save(sheet)
+    save_gif([np.asarray(ds[i]["image"]) for i in head_pose], out / "demo_generated.gif", fps=12, size=128)
+    return (f"{identities} identities (tiny FLUX + tiny LivePortrait, random weights: noise by design) in {corpus}, "
+            f"{ds.num_rows} labelled frame rows via load_dataset('thermvision_db', 'synthetic'); "
+            f"picture with propagated boxes, landmarks and head pose: {sheet}")
