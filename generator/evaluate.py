@@ -53,6 +53,11 @@ def frame_rows(data_dir: str | os.PathLike, config: str = "frames", cache_dir: s
         raise EvaluationError(f"corpus folder {data_dir} does not exist")
     from thermvision_db.api import load_dataset
 
+    if config == "frames" and (Path(data_dir) / "run.json").is_file():
+        config = "synthetic"  # a folder written by the generator: same frame schema, its own reader
+    if config in ("synthetic", "synthetic_videos"):  # a generated corpus folder, read as it is
+        return load_dataset("thermvision_db", config, output_dir=str(data_dir), cache_dir=cache_dir,
+                            split_by="none")["train"]
     return load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, split_by="none")["train"]
 
 
@@ -355,7 +360,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--fid-features", default="inception",
                    help="FID/KID feature extractor: 'inception' (torchmetrics + torch-fidelity), 'none', or an .onnx model")
     p.add_argument("--inception-weights", help=f"local {INCEPTION_FILE} (otherwise the torch hub cache or $THERMVISION_INCEPTION_WEIGHTS)")
-    p.add_argument("--config", default="frames")
+    p.add_argument("--config", default="frames",
+                   help="frames (released layout; a generated corpus folder is recognised by its run.json) or synthetic")
     p.add_argument("--cache-dir", help="datasets cache folder")
     p.set_defaults(func=run_evaluate)
 

@@ -316,3 +316,16 @@ def test_generate_cli_runs_the_whole_pipeline(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "thermvision_db", "generate", "-n", "2", "--preset", "nope",
                           "--out", str(out)], env=_env(), capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "unknown preset 'nope'" in bad.stderr
+
+
+def test_generated_corpus_side_by_side_with_the_release(reference, mini, tmp_path, hf_cache):
+    """`evaluate GENERATED --compare RELEASED`: the generated folder is read through the synthetic config."""
+    from generator.evaluate import evaluate
+
+    evaluate(reference, tmp_path / "report", compare_dir=mini.root, cache_dir=hf_cache, progress=False,
+             fid_features="none")
+    numbers = json.loads((tmp_path / "report" / "comparison.json").read_text())
+    assert numbers["names"] == ["released", "generated"]
+    assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
+    generated = numbers["corpora"]["generated"]
+    assert generated["frames"] == 45 and generated["qc_rates"]["ok"] == 1.0
