@@ -59,13 +59,13 @@ class Worker:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls, shard: str | None = None) -> "Worker":
-        """RANK / WORLD_SIZE / LOCAL_RANK (set by torchrun and accelerate) combined with `--shard i/n`."""
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    def from_env(cls, shard: str | None = None, env: dict | None = None) -> "Worker":
+        """The launcher's rank (see `launcher_rank`) combined with `--shard i/n`."""
+        rank, world, local = launcher_rank(os.environ if env is None else env)
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
         if not 0 <= rank < world:
-            raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
-        return cls(shard_index * world + rank, shard_count * world, int(os.environ.get("LOCAL_RANK", 0)))
+            raise ValueError(f"rank {rank} is outside world size {world}")
+        return cls(shard_index * world + rank, shard_count * world, local)
 
     def owns(self, unit: int) -> bool:
         return unit % self.count == self.index
@@ -74,10 +74,31 @@ class Worker:
         import torch
 
         if requested:
-            return torch.device(requested)
+            device = torch.device(requested)
+            if device.type == "cuda" and device.index is None and self.count > 1:
+                return torch.device("cuda", self.local_rank % torch.cuda.device_count())  # one GPU per rank
+            return device
         if torch.cuda.is_available():
             return torch.device("cuda", self.local_rank % torch.cuda.device_count())
         return torch.device("cpu")
+
+
+# (rank, world size, local rank) variables of each launcher, first match wins: torchrun and `accelerate launch
+# --multi_gpu` (torch elastic), mpirun (Open MPI; MPICH / Intel MPI, also accelerate's multi-CPU mode), srun.
+LAUNCHER_VARIABLES = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+def launcher_rank(env) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from whichever launcher started this process; (0, 1, 0) alone."""
+    for rank, world, local in LAUNCHER_VARIABLES:
+        if rank in env and world in env:
+            return int(env[rank]), int(env[world]), int(env.get(local, 0))
+    return 0, 1, 0
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -334,11 +355,12 @@ class GenerationPipeline:
 
     def _models(self):
         if self._annotators is None:
-            from generator.annotate import Landmarker54, YoloFaceDetector
+            from generator.annotate import Landmarker54, Landmarker203, YoloFaceDetector
 
             s = self.settings
             self._annotators = (YoloFaceDetector(s.label_detector) if s.label_detector else None,
-                                Landmarker54(s.label_landmarker) if s.label_landmarker else None)
+                                Landmarker54(s.label_landmarker) if s.label_landmarker else None,
+                                Landmarker203(s.eye_lip_model) if s.eye_lip_model else None)
         return self._annotators
 
     def _weight_records(self, still_sidecar: dict) -> list[dict]:
@@ -391,14 +413,15 @@ class GenerationPipeline:
             shutil.copyfile(still_png.with_suffix(".json"), partial / "still.json")
             image = np.asarray(still.image)
             t0 = time.perf_counter()
-            detector, landmarker = self._models()
+            detector, landmarker, eye_lip = self._models()
             still_labels = label_still(image, detector=detector, landmarker=landmarker)
+            options = self._animation_options(image, still_labels, eye_lip)
             summary.stage_seconds["labels"] += time.perf_counter() - t0
             animator = self._animation()
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0
-            videos = [self._write_video(name, set_name, frames, source, still_labels, partial, summary)
+            videos = [self._write_video(name, set_name, frames, source, still_labels, options, partial, summary)
                       for set_name, frames in self.settings.motion.items()]
             record = {
                 "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
@@ -409,7 +432,10 @@ class GenerationPipeline:
                 "motion": {"program": self.settings.motion, "driving_option": self.settings.driving_option,
                            "stitching": self.settings.stitching, "chunk_size": self.settings.chunk_size},
                 "labels": {"method": "propagated", "still_labels": still_labels.source,
-                           "detector": bool(detector), "landmarker": bool(landmarker)},
+                           "detector": bool(detector), "landmarker": bool(landmarker),
+                           "source_eye_ratio": list(options.source_eye_ratio),
+                           "source_lip_ratio": options.source_lip_ratio,
+                           "eye_lip_measured": eye_lip is not None},
                 "settings_fingerprint": self.settings.fingerprint(), "videos": videos,
             }
             atomic_write_json(partial / "identity.json", record)
@@ -422,10 +448,20 @@ class GenerationPipeline:
             shutil.rmtree(partial, ignore_errors=True)
             raise
 
-    def _write_video(self, name: str, set_name: str, num_frames: int, source, still_labels, folder: Path,
-                     summary: RunSummary) -> dict:
-        from generator.annotate import compare_labels, detect_frames, frame_faces, propagate_labels
+    def _animation_options(self, image: np.ndarray, still_labels, eye_lip):
+        """Upstream flags, plus the still's measured eye/lip opening when a 203-point model is given (the
+        expression retargeting starts from the source's real opening instead of a neutral default)."""
         from generator.liveportrait import AnimationOptions
+
+        options = AnimationOptions(driving_option=self.settings.driving_option, stitching=self.settings.stitching)
+        if eye_lip is not None:
+            left, right, lip = eye_lip.eye_lip_ratios(eye_lip(image, still_labels.box_xywh))
+            options.source_eye_ratio, options.source_lip_ratio = (left, right), lip
+        return options
+
+    def _write_video(self, name: str, set_name: str, num_frames: int, source, still_labels, options,
+                     folder: Path, summary: RunSummary) -> dict:
+        from generator.annotate import compare_labels, detect_frames, frame_faces, propagate_labels
         from generator.liveportrait.output import write_motion
         from generator.liveportrait.pipeline import motion_record
         from PIL import Image
@@ -433,9 +469,8 @@ class GenerationPipeline:
         from thermvision_db.video import write_mp4
 
         animator = self._animation()
-        detector, landmarker = self._models()
+        detector, landmarker, _ = self._models()
         motion, template = motion_sequence(set_name, num_frames)
-        options = AnimationOptions(driving_option=self.settings.driving_option, stitching=self.settings.stitching)
         t0 = time.perf_counter()
         kp = animator.driving_keypoints(source, motion, options)
         propagated = propagate_labels(animator, source, kp, still_labels)

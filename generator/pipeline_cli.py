@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--label-detector", default=None,
                    help="YOLOv5 / YOLO5Face ONNX face detector: labels the still and checks every frame")
     g.add_argument("--label-landmarker", default=None, help="SF-TL54-style 54-point ONNX model for the still")
+    g.add_argument("--eye-lip-model", default=None,
+                   help="LivePortrait 203-point ONNX (landmark.onnx): measures the still's eye and lip opening, "
+                        "the starting point of the expression retargeting")
     g.add_argument("--no-png", action="store_true", help="write MP4s only (frames are decoded when loading)")
 
 
@@ -42,7 +45,8 @@ def settings_from_args(args: argparse.Namespace):
         chunk_size=args.chunk_size or 16, flux=args.flux, flux_base=args.flux_base, lora=args.lora,
         lora_scale=args.lora_scale, liveportrait_dir=args.liveportrait_dir, prompt_template=args.prompt_template,
         driving_option=args.driving_option, stitching=not args.animate_no_stitching,
-        label_detector=args.label_detector, label_landmarker=args.label_landmarker, distinct=args.distinct,
+        label_detector=args.label_detector, label_landmarker=args.label_landmarker,
+        eye_lip_model=args.eye_lip_model, distinct=args.distinct,
         write_png=not args.no_png)
 
 

@@ -93,6 +93,7 @@ class GenerationSettings:
     stitching: bool = True
     label_detector: str | None = None  # YOLO-style ONNX face detector: labels the still, and checks every frame
     label_landmarker: str | None = None  # SF-TL54-style ONNX 54-point model for the still
+    eye_lip_model: str | None = None  # LivePortrait 203-point ONNX: the still's eye/lip opening for retargeting
     distinct: float | None = None  # reject a still whose embedding cosine similarity to an accepted one exceeds this
     write_png: bool = True
     extra: dict = field(default_factory=dict)
@@ -112,7 +113,7 @@ class GenerationSettings:
         if self.preset == "thermvision" and not self.liveportrait_dir:
             raise ValueError("preset 'thermvision' needs liveportrait_dir (--liveportrait-dir): the thermal "
                              "LivePortrait weights folder")
-        for name in ("label_detector", "label_landmarker"):
+        for name in ("label_detector", "label_landmarker", "eye_lip_model"):
             value = getattr(self, name)
             if value is not None and not Path(value).expanduser().is_file():
                 raise FileNotFoundError(f"{name.replace('_', ' ')} {value} does not exist")
@@ -123,7 +124,8 @@ class GenerationSettings:
     def fingerprint(self) -> str:
         """sha256 over the settings, with weight paths replaced by (path, size, mtime) of their files."""
         data = self.to_dict()
-        for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker"):
+        for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
+                    "eye_lip_model"):
             data[key] = _file_identity(data[key])
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

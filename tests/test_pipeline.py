@@ -329,3 +329,50 @@ def test_generated_corpus_side_by_side_with_the_release(reference, mini, tmp_pat
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
     generated = numbers["corpora"]["generated"]
     assert generated["frames"] == 45 and generated["qc_rates"]["ok"] == 1.0
+
+
+def test_eye_lip_model_sets_the_source_opening(tmp_path):
+    """A 203-point model with placed eyes and lips: the recorded source ratios are the analytic ones."""
+    from generator.tiny_onnx import write_landmarker203
+
+    points = np.random.default_rng(0).uniform(0.2, 0.8, (203, 2))
+    placed = {0: (0.30, 0.40), 12: (0.40, 0.40), 6: (0.35, 0.38), 18: (0.35, 0.42),  # left eye 0.04 / 0.10
+              24: (0.60, 0.40), 36: (0.70, 0.40), 30: (0.65, 0.385), 42: (0.65, 0.415),  # right eye 0.03 / 0.10
+              48: (0.40, 0.70), 66: (0.60, 0.70), 90: (0.50, 0.68), 102: (0.50, 0.74)}  # lips 0.06 / 0.20
+    for i, xy in placed.items():
+        points[i] = xy
+    model = write_landmarker203(tmp_path / "lmk203.onnx", points)
+    out = tmp_path / "eyes"
+    _generate(out, 1, motion="head_pose=3,expression=10", eye_lip_model=str(model))
+    labels = GeneratedCorpus(out).records()[0]["labels"]
+    assert labels["eye_lip_measured"] is True
+    assert labels["source_eye_ratio"] == pytest.approx([0.4, 0.3], abs=1e-4)
+    assert labels["source_lip_ratio"] == pytest.approx(0.3, abs=1e-4)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, (0, 1, 0)),
+    ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, (3, 4, 1)),  # torchrun, accelerate --multi_gpu
+    ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "0"}, (2, 3, 0)),
+    ({"PMI_RANK": "1", "PMI_SIZE": "2"}, (1, 2, 0)),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}, (5, 8, 1)),
+])
+def test_workers_from_each_launcher(env, expected):
+    from generator.pipeline import launcher_rank
+
+    assert launcher_rank(env) == expected
+    rank, world, local = expected
+    worker = Worker.from_env("1/2", env=env)  # a scheduler shard on top: shard-major numbering
+    assert (worker.index, worker.count, worker.local_rank) == (world + rank, 2 * world, local)
+    owned = [b for b in range(4 * world) if worker.owns(b)]
+    assert owned == [world + rank, 3 * world + rank]
+
+
+def test_streaming_has_one_shard_per_identity(reference):
+    import torch
+
+    stream = load_dataset("thermvision_db", "synthetic", output_dir=str(reference), split="train", streaming=True)
+    assert stream.num_shards == 3
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2, collate_fn=lambda row: row)
+    keys = [(row["video_id"], row["frame_index"]) for row in loader]
+    assert len(keys) == len(set(keys)) == 45
