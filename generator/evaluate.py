@@ -263,6 +263,7 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
     names of the `compare_dir` corpus and of the `data_dir` corpus, in that order.
     """
     out = Path(out)
+    fid_features = None if fid_features == "none" else fid_features  # the CLI's spelling works here too
     videos = read_videos(data_dir, config, cache_dir, progress)
     qc = pd.DataFrame([box_qc(v) for v in videos])
     qc["landmark_jitter_px"] = [landmark_jitter(v.landmarks) for v in videos]

@@ -326,6 +326,7 @@ def test_generated_corpus_side_by_side_with_the_release(reference, mini, tmp_pat
              fid_features="none")
     numbers = json.loads((tmp_path / "report" / "comparison.json").read_text())
     assert numbers["names"] == ["released", "generated"]
+    assert numbers["realism"] == {"skipped": "no feature extractor requested"}
     assert (tmp_path / "report" / "comparison.png").stat().st_size > 0
     generated = numbers["corpora"]["generated"]
     assert generated["frames"] == 45 and generated["qc_rates"]["ok"] == 1.0
@@ -376,3 +377,12 @@ def test_streaming_has_one_shard_per_identity(reference):
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2, collate_fn=lambda row: row)
     keys = [(row["video_id"], row["frame_index"]) for row in loader]
     assert len(keys) == len(set(keys)) == 45
+
+
+def test_written_files_get_the_umask_mode_not_a_private_one(reference):
+    """Atomic writes go through mkstemp (0600); a corpus on a shared cluster must stay readable."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (reference / "identities/S000000/identity.json", reference / "stills/still_000000.json",
+                 reference / "stills/still_000000.png", reference / "manifest.parquet", reference / "run.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path

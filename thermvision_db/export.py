@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
+from thermvision_db.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
 
@@ -31,23 +31,6 @@ class ExportError(ThermVisionError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- file writing
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -24,10 +24,10 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from thermvision_db.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.splits import synthetic_split
 
@@ -48,32 +48,6 @@ class CorpusError(ThermVisionError):
 
 def identity_name(index: int) -> str:
     return f"S{index:06d}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _plain(value):
-    """numpy scalars and arrays as JSON numbers and lists."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True, default=_plain).encode())
 
 
 @contextlib.contextmanager
