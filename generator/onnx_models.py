@@ -90,16 +90,9 @@ class _OnnxModel:
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 1|3|4) uint8 -> (H, W, 3) uint8; grayscale is replicated (thermal stills are gray)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W[, 1|3|4]) image, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
+    from generator.liveportrait.pipeline import as_rgb
+
+    return as_rgb(image)
 
 
 # ------------------------------------------------------------------------------------------------- detector

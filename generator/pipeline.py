@@ -230,15 +230,17 @@ class GenerationPipeline:
 
     def wait_for_identities(self, num_identities: int) -> None:
         """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
+        self._wait(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), "identities",
+                   name=identity_name)
+
+    def _wait(self, missing_now, what: str, name=str, poll: float = 0.2) -> None:
+        """A file barrier: poll until `missing_now()` is empty, or fail after `barrier_timeout` seconds."""
         deadline = time.monotonic() + self.barrier_timeout
-        while True:
-            missing = set(range(num_identities)) - self.corpus.finished()
-            if not missing:
-                return
+        while missing := missing_now():
             if time.monotonic() > deadline:
-                raise CorpusError(f"waited {self.barrier_timeout:.0f} s for {len(missing)} identities from other "
-                                  f"workers (first: {identity_name(min(missing))})")
-            time.sleep(0.5)
+                raise CorpusError(f"waited {self.barrier_timeout:.0f} s for {len(missing)} {what} from other workers "
+                                  f"(first: {name(missing[0])}); are all workers and shards running?")
+            time.sleep(poll)
 
     # -- folder and settings
     def prepare_folder(self) -> None:
@@ -316,7 +318,8 @@ class GenerationPipeline:
             mine = [s for blk in blocks if worker.owns(blk) for s in range(blk * self.settings.still_batch,
                                                                           (blk + 1) * self.settings.still_batch)]
             self._make_stills(mine, summary)
-            self._wait_for_stills(range(candidates), still_exists)
+            self._wait(lambda: [s for s in range(candidates) if not still_exists(self.corpus.stills_dir, s)],
+                       "stills")
             images = [load_still(self.corpus.stills_dir / still_filename(s, ".png")).image for s in range(candidates)]
             accepted, decisions = select_distinct(embed(images), self.settings.distinct, needed)
             if len(accepted) >= needed:
@@ -328,16 +331,6 @@ class GenerationPipeline:
                                   f"stills (threshold {self.settings.distinct}): raise the threshold")
             candidates += max(needed - len(accepted), self.settings.still_batch)
 
-    def _wait_for_stills(self, slots, still_exists) -> None:
-        deadline = time.monotonic() + self.barrier_timeout
-        while True:
-            missing = [s for s in slots if not still_exists(self.corpus.stills_dir, s)]
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise CorpusError(f"waited {self.barrier_timeout:.0f} s for {len(missing)} stills from other workers "
-                                  f"(first: {missing[0]}); are all shards running?")
-            time.sleep(0.2)
 
     # -- animation and labels
     def _animation(self):

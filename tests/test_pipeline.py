@@ -386,3 +386,14 @@ def test_written_files_get_the_umask_mode_not_a_private_one(reference):
     for path in (reference / "identities/S000000/identity.json", reference / "stills/still_000000.json",
                  reference / "stills/still_000000.png", reference / "manifest.parquet", reference / "run.json"):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+def test_barrier_times_out_with_a_clear_error(reference, tmp_path):
+    """A worker waiting for identities another worker never makes fails with the count and the first name."""
+    out = tmp_path / "barrier"
+    shutil.copytree(reference, out)
+    pipeline = GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), out, progress=False,
+                                  barrier_timeout=0.3)
+    pipeline.wait_for_identities(3)  # all there: returns at once
+    with pytest.raises(CorpusError, match=r"waited 0 s for 2 identities .*first: S000003"):
+        pipeline.wait_for_identities(5)
