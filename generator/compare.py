@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from generator.evaluate import JUMP_THRESHOLD, EvaluationError, bar_chart
 from generator.realism import INCEPTION_SIZE, RealismUnavailable, fid_kid
-from thermvision_db.export import atomic_write_bytes, atomic_write_text
+from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
 from thermvision_db.labels import QC_NAMES
 from thermvision_db.rows import label_names, named_frame_row
 from thermvision_db.visualize import contact_sheet, draw_annotations

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from generator.realism import INCEPTION_FILE, RealismUnavailable, fid_kid
 from thermvision_db.errors import ThermVisionError
-from thermvision_db.export import atomic_write_bytes, atomic_write_text
+from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
 from thermvision_db.qc import video_qc
 from thermvision_db.rows import label_names, named_frame_row
 
@@ -52,10 +52,12 @@ def frame_rows(data_dir: str | os.PathLike, config: str = "frames", cache_dir: s
     if not Path(data_dir).exists():
         raise EvaluationError(f"corpus folder {data_dir} does not exist")
     from thermvision_db.api import load_dataset
+    from thermvision_db.builder import SYNTHETIC_CONFIGS
+    from thermvision_db.generated import RUN_FILE
 
-    if config == "frames" and (Path(data_dir) / "run.json").is_file():
+    if config == "frames" and (Path(data_dir) / RUN_FILE).is_file():
         config = "synthetic"  # a folder written by the generator: same frame schema, its own reader
-    if config in ("synthetic", "synthetic_videos"):  # a generated corpus folder, read as it is
+    if config in SYNTHETIC_CONFIGS:  # a generated corpus folder, read as it is
         return load_dataset("thermvision_db", config, output_dir=str(data_dir), cache_dir=cache_dir,
                             split_by="none")["train"]
     return load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, split_by="none")["train"]

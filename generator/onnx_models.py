@@ -83,6 +83,22 @@ class _OnnxModel:
                       f"{shape[1]} in shape {_fmt(self.input.shape)}")
         return (shape[2] or default_size[0], shape[3] or default_size[1])
 
+    def check_square_crop_input(self, channels: int, default_side: int) -> int:
+        """(1, C, S, S): a square face crop; returns S."""
+        h, w = self.check_image_input(channels, (default_side, default_side))
+        if h != w:
+            self.fail(f"input {self.input.name!r}", f"a square crop (1, {channels}, S, S)", f"shape {_fmt(self.input.shape)}")
+        return h
+
+    def check_output_size(self, count: int, index: int, values: int, expected: str) -> None:
+        """`count` outputs, output `index` holding `values` numbers where its shape is fixed."""
+        if len(self.outputs) != count:
+            self.fail("outputs", f"{count} output{'s' if count > 1 else ''} {expected}", f"{len(self.outputs)} outputs")
+        shape = _dims(self.outputs[index].shape)
+        if all(d is not None for d in shape) and int(np.prod(shape)) != values:
+            self.fail(f"output {self.outputs[index].name!r}", f"{values} values {expected}",
+                      f"shape {_fmt(self.outputs[index].shape)}")
+
     def run(self, blob: np.ndarray, index: int = 0) -> np.ndarray:
         out = self.session.run([self.outputs[index].name], {self.input.name: blob.astype(self.input_dtype)})[0]
         return np.asarray(out, dtype=np.float64)
@@ -217,16 +233,8 @@ class Landmarker54(_OnnxModel):
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, *, crop_scale: float = 1.2):
         super().__init__(path, providers)
-        h, w = self.check_image_input(1, (256, 256))
-        if h != w:
-            self.fail(f"input {self.input.name!r}", "a square crop (1, 1, S, S)", f"shape {_fmt(self.input.shape)}")
-        self.size, self.crop_scale = h, float(crop_scale)
-        if len(self.outputs) != 1:
-            self.fail("outputs", "1 output of 108 values", f"{len(self.outputs)} outputs")
-        shape = _dims(self.outputs[0].shape)
-        if all(d is not None for d in shape) and int(np.prod(shape)) != 108:
-            self.fail(f"output {self.outputs[0].name!r}", "108 values, (1, 108) or (1, 54, 2)",
-                      f"shape {_fmt(self.outputs[0].shape)}")
+        self.size, self.crop_scale = self.check_square_crop_input(1, 256), float(crop_scale)
+        self.check_output_size(1, 0, 108, "(1, 108) or (1, 54, 2)")
 
     def __call__(self, image: np.ndarray, box_xywh) -> np.ndarray:
         img = _as_rgb(image)
@@ -254,16 +262,9 @@ class Landmarker203(_OnnxModel):
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, *, crop_scale: float = 1.5,
                  vy_ratio: float = -0.1):
         super().__init__(path, providers)
-        h, w = self.check_image_input(3, (224, 224))
-        if h != w:
-            self.fail(f"input {self.input.name!r}", "a square crop (1, 3, S, S)", f"shape {_fmt(self.input.shape)}")
-        self.size, self.crop_scale, self.vy_ratio = h, float(crop_scale), float(vy_ratio)
-        if len(self.outputs) != 3:
-            self.fail("outputs", "3 outputs (the third holds the 203 points)", f"{len(self.outputs)} outputs")
-        shape = _dims(self.outputs[2].shape)
-        if all(d is not None for d in shape) and int(np.prod(shape)) != 406:
-            self.fail(f"output {self.outputs[2].name!r}", "406 values (1, 406) = 203 (x, y)",
-                      f"shape {_fmt(self.outputs[2].shape)}")
+        self.size = self.check_square_crop_input(3, 224)
+        self.crop_scale, self.vy_ratio = float(crop_scale), float(vy_ratio)
+        self.check_output_size(3, 2, 406, "(the third output: (1, 406) = 203 (x, y))")
 
     def __call__(self, image: np.ndarray, box_xywh) -> np.ndarray:
         img = _as_rgb(image)

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from generator.settings import GenerationSettings, motion_sequence
+from thermvision_db.atomic import atomic_write_json
 from thermvision_db.generated import (
     IDENTITY_SCHEMA,
     PARTIAL_PREFIX,
@@ -35,7 +36,6 @@ from thermvision_db.generated import (
     SUMMARY_FILE,
     CorpusError,
     GeneratedCorpus,
-    atomic_write_json,
     file_lock,
     identity_name,
 )
@@ -112,17 +112,6 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return index, count
 
 
-def _state_dict_sha256(module) -> str:
-    """A content hash of in-memory weights (the tiny preset's random networks have no file to hash)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------ summary
 @dataclass
 class RunSummary:
@@ -174,6 +163,7 @@ class GenerationPipeline:
         """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models)."""
         self.settings = settings
         self.corpus = GeneratedCorpus(output_dir)
+        self.fingerprint = settings.fingerprint()  # stats every weight file: once, not per identity
         self.root = self.corpus.root
         self.requested_device = device
         self.progress = progress
@@ -201,7 +191,7 @@ class GenerationPipeline:
             todo = [i for i in mine if i not in finished]
             self._make_stills(todo, summary)
         else:
-            slots = self._distinct_slots(num_identities, worker, finished, summary)
+            slots = self._distinct_slots(num_identities, worker, summary)
             mine = [i for i in range(num_identities) if worker.owns(i)]
             todo = [i for i in mine if i not in finished]
         summary.skipped = len(mine) - len(todo)
@@ -212,14 +202,11 @@ class GenerationPipeline:
             try:
                 self.make_identity(index, slots[index], summary)
                 summary.generated.append(name)
-            except DiskFullError:
-                raise
-            except OSError as err:
-                if err.errno == errno.ENOSPC:
+            except Exception as err:  # one bad identity must not stop a thousand-identity run; a full disk does
+                if isinstance(err, DiskFullError):
+                    raise
+                if isinstance(err, OSError) and err.errno == errno.ENOSPC:
                     raise DiskFullError(self._disk_full_message(err)) from err
-                summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
-                log.exception("identity %s failed", name)
-            except Exception as err:  # one bad identity must not stop a thousand-identity run
                 summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
                 log.exception("identity %s failed", name)
         self.corpus.write_manifest()
@@ -255,7 +242,7 @@ class GenerationPipeline:
                 raise DiskFullError(f"the disk holding {self.root} is full: {err}") from err
             raise CorpusError(f"cannot write the generated corpus to {self.root}: {err.strerror or err} "
                               "(choose another output_dir / --out)") from err
-        wanted = {"schema": RUN_SCHEMA, "fingerprint": self.settings.fingerprint(), "settings": self.settings.to_dict()}
+        wanted = {"schema": RUN_SCHEMA, "fingerprint": self.fingerprint, "settings": self.settings.to_dict()}
         with file_lock(self.root / ".lock"):
             existing = self.corpus.run_settings()
             if existing is None:
@@ -273,10 +260,9 @@ class GenerationPipeline:
 
     def _stills_generator(self):
         if self._stills is None:
-            from generator.stills_cli import _quiet_libraries
-            from generator.text_to_image import StillsGenerator
+            from generator.text_to_image import StillsGenerator, quiet_libraries
 
-            _quiet_libraries()
+            quiet_libraries()
             s = self.settings
             self._stills = StillsGenerator.from_preset(
                 s.preset, device=self.device, dtype=s.dtype, flux=s.flux, flux_base=s.flux_base, lora=s.lora,
@@ -298,7 +284,8 @@ class GenerationPipeline:
         for block in blocks:
             members = list(range(block * b, (block + 1) * b))
             t0 = time.perf_counter()
-            stills = self._stills_generator().generate_batch(self._stills_generator().identities(members, self.settings.seed))
+            generator = self._stills_generator()
+            stills = generator.generate_batch(generator.identities(members, self.settings.seed))
             summary.stage_seconds["stills"] += time.perf_counter() - t0
             for still in stills:  # the whole block is sampled (same batch every time); only the asked-for kept
                 if still.index in wanted and not still_exists(stills_dir, still.index):
@@ -306,7 +293,7 @@ class GenerationPipeline:
             bar.update(b)
         bar.close()
 
-    def _distinct_slots(self, needed: int, worker: Worker, finished: set[int], summary: RunSummary) -> list[int]:
+    def _distinct_slots(self, needed: int, worker: Worker, summary: RunSummary) -> list[int]:
         """Candidate stills for all workers' blocks, a file barrier, then the same decisions in every process."""
         from generator.distinct import pixel_embedding, select_distinct
         from generator.text_to_image import load_still, still_exists, still_filename
@@ -358,7 +345,7 @@ class GenerationPipeline:
 
     def _weight_records(self, still_sidecar: dict) -> list[dict]:
         if self._weights is None:
-            from generator.weights import hash_weights
+            from generator.weights import hash_weights, state_dict_sha256
 
             records = []
             s = self.settings
@@ -368,7 +355,7 @@ class GenerationPipeline:
                     records += [{"role": role, "path": str(p), "sha256": sha} for p, sha in hash_weights(path).items()]
             if not s.liveportrait_dir:
                 records.append({"role": "liveportrait", "path": None, "source": "tiny random networks, seed 0",
-                                "sha256": _state_dict_sha256(self._animation().nets)})
+                                "sha256": state_dict_sha256(self._animation().nets)})
             self._weights = records
         return list(still_sidecar.get("weights", [])) + self._weights
 
@@ -429,7 +416,7 @@ class GenerationPipeline:
                            "source_eye_ratio": list(options.source_eye_ratio),
                            "source_lip_ratio": options.source_lip_ratio,
                            "eye_lip_measured": eye_lip is not None},
-                "settings_fingerprint": self.settings.fingerprint(), "videos": videos,
+                "settings_fingerprint": self.fingerprint, "videos": videos,
             }
             atomic_write_json(partial / "identity.json", record)
             if final.exists():  # finished meanwhile by another process given the same shard: keep theirs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generator.liveportrait.template import MotionSequence
@@ -96,7 +96,6 @@ class GenerationSettings:
     eye_lip_model: str | None = None  # LivePortrait 203-point ONNX: the still's eye/lip opening for retargeting
     distinct: float | None = None  # reject a still whose embedding cosine similarity to an accepted one exceeds this
     write_png: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from generator.text_to_image import (
         LoraError,
         SpeedOptions,
         StillsGenerator,
         load_still,
+        quiet_libraries,
         save_still,
         still_exists,
         still_filename,
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from generator.weights import UnsafeWeightsError, WeightsNotFoundError
     from thermvision_db.visualize import contact_sheet
 
+    quiet_libraries()
     out = Path(args.out)
     indices = list(range(args.stills_first_index, args.stills_first_index + args.num_identities))
     todo = [i for i in indices if args.stills_overwrite or not still_exists(out, i)]
@@ -82,12 +83,3 @@ def run(args: argparse.Namespace) -> int:
     contact_sheet([s.image for s in stills], captions=captions).save(sheet_path)
     print(f"{len(stills)} stills in {out}; contact sheet {sheet_path}")
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Keep the progress bar readable: library warnings about tiny tokenizers and casting are noise here."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()

@@ -28,6 +28,7 @@ from generator.weights import (
     state_dict_sha256,
     weight_files,
 )
+from thermvision_db.atomic import atomic_write
 
 SIDECAR_SCHEMA = "thermvision-db/still/1"
 FLUX_DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
@@ -502,6 +503,15 @@ class StillsGenerator:
                      attributes=attributes, image=image, sidecar=sidecar)
 
 
+def quiet_libraries() -> None:
+    """Keep progress bars readable: library warnings about tiny tokenizers and casting are noise here."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
+
 def _versions() -> dict[str, str]:
     import diffusers
     import transformers
@@ -521,8 +531,8 @@ def save_still(still: Still, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png, sidecar = out_dir / still_filename(still.index, ".png"), out_dir / still_filename(still.index, ".json")
-    _atomic_write(png, lambda f: still.image.save(f, format="PNG"))
-    _atomic_write(sidecar, lambda f: f.write(json.dumps(still.sidecar, indent=2, sort_keys=True).encode()))
+    atomic_write(png, lambda f: still.image.save(f, format="PNG"), fsync=False)
+    atomic_write(sidecar, lambda f: f.write(json.dumps(still.sidecar, indent=2, sort_keys=True).encode()), fsync=False)
     return png, sidecar
 
 
@@ -543,9 +553,3 @@ def still_exists(out_dir: str | os.PathLike, index: int) -> bool:
     """True when both files of identity `index` are on disk (used to resume an interrupted run)."""
     out_dir = Path(out_dir)
     return all((out_dir / still_filename(index, s)).is_file() for s in (".png", ".json"))
-
-
-def _atomic_write(target: Path, write) -> None:
-    from thermvision_db.atomic import atomic_write
-
-    atomic_write(target, write, fsync=False)

@@ -48,3 +48,11 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def private_hash_cache(tmp_path_factory):
+    """Keep the sha256 cache out of the user's ~/.cache during tests (modules opt in with usefixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("THERMVISION_CACHE", str(tmp_path_factory.mktemp("hash_cache")))
+        yield

@@ -29,6 +29,7 @@ from thermvision_db import load_dataset
 from thermvision_db.generated import CorpusError, GeneratedCorpus
 from thermvision_db.video import read_frames
 
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 MOTION = "head_pose=5,expression=10"
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,7 @@ from thermvision_db.cli import main
 SMALL = ["--stills-size", "32", "--stills-steps", "4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_hash_cache(tmp_path_factory):
-    """Keep the sha256 cache out of the user's ~/.cache during tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("THERMVISION_CACHE", str(tmp_path_factory.mktemp("hash_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def test_cli_writes_stills_sidecars_and_a_contact_sheet_then_resumes(tmp_path, capsys):

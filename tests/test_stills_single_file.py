@@ -19,12 +19,7 @@ from generator.weights import WeightsNotFoundError
 SMALL = dict(height=32, width=32, num_steps=4, cfg_start_step=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_hash_cache(tmp_path_factory):
-    """Keep the sha256 cache out of the user's ~/.cache during tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("THERMVISION_CACHE", str(tmp_path_factory.mktemp("hash_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
 
 def to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

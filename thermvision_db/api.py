@@ -21,7 +21,6 @@ NAMES = {"thermvision_db", "thermvision-db", "ThermVision-DB", "MAli-Farooq/Ther
 _SOURCE_MODULES = ("builder", "features", "labels", "release", "released_rows", "images2d", "splits", "video",
                    "generated")
 RELEASED_CONFIGS = {"frames", "videos", "images"}
-SYNTHETIC_CONFIGS = {"synthetic", "synthetic_videos"}
 
 
 def _code_hash() -> str:
@@ -78,7 +77,7 @@ def _synthetic_key(config_kwargs: dict) -> str:
 def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike | None = None,
                          cache_dir: str | None = None, **config_kwargs) -> datasets.DatasetBuilder:
     """The builder for a configuration, its cache keyed on code, data folder and every option."""
-    from thermvision_db.builder import ThermVisionDB
+    from thermvision_db.builder import SYNTHETIC_CONFIGS, ThermVisionDB
 
     name = name or ThermVisionDB.DEFAULT_CONFIG_NAME
     known = [c.name for c in ThermVisionDB.BUILDER_CONFIGS]

@@ -143,14 +143,10 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
             if summary.failures:
                 raise CorpusError(f"{len(summary.failures)} identities failed to generate: {summary.failures[0]}")
             pipeline.wait_for_identities(wanted)
-        records = GeneratedCorpus(out).records()
-        if wanted is not None:
-            records = [r for r in records if r["index"] < wanted]
         corpus = GeneratedCorpus(out)
-        split_of = {r["identity"]: r["split"] for r in records}
-        groups = assign(list(split_of), self.config.split_by, splitter=split_of.__getitem__)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"records": [r for r in records if r["identity"] in names],
-                                                                "corpus": corpus})
+        records = {r["identity"]: r for r in corpus.records() if wanted is None or r["index"] < wanted}
+        groups = assign(list(records), self.config.split_by, splitter=lambda name: records[name]["split"])
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"records": [records[n] for n in names], "corpus": corpus})
                 for split, names in groups.items() if names]
 
     def _split_generators(self, dl_manager):

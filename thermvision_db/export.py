@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from thermvision_db.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
 

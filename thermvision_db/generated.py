@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from thermvision_db.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
+from thermvision_db.atomic import atomic_write_bytes
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.splits import synthetic_split
 
@@ -111,7 +111,11 @@ class GeneratedCorpus:
         return sorted(records, key=lambda r: r["index"])
 
     def finished(self) -> set[int]:
-        return {r["index"] for r in self.records()}
+        """Indices of finished identities, from the folder listing alone (the barrier polls this)."""
+        if not self.identities_dir.is_dir():
+            return set()
+        return {int(p.name[1:]) for p in self.identities_dir.iterdir()
+                if p.name[:1] == "S" and p.name[1:].isdigit() and (p / IDENTITY_FILE).is_file()}
 
     def partial_dirs(self) -> list[Path]:
         if not self.identities_dir.is_dir():
