@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from generator.liveportrait.camera import rotation_matrix
 from generator.liveportrait.template import MotionSequence
+from generator.safe_pickle import UnsafePickleError, safe_pickle_load
 
 __all__ = ["MotionSequence", "head_pose_sweep", "expression_set", "motion_from_video", "load_liveportrait_pkl",
            "save_template", "load_template", "OnnxFaceDetector", "load_motion", "UnsafePickleError"]
@@ -95,42 +94,6 @@ def expression_set(num_frames: int = 250, eye_open: float = 0.35, lip_open: floa
 
 
 # ---------------------------------------------------------------- upstream .pkl templates (restricted unpickler)
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global outside the numpy-array allow-list."""
-
-
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Allows only what numpy arrays, dicts, lists and numbers need; refuses every other global by name."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        if module == "numpy" and name.endswith("Dtype") or module == "numpy.dtypes":
-            return super().find_class(module, name)  # numpy >= 1.25 pickles dtypes by class
-        raise UnsafePickleError(f"refused global {module}.{name}: motion templates may only hold numpy arrays, "
-                                "dicts, lists and numbers")
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError("refused persistent id: motion templates may not reference external objects")
-
-
-def safe_pickle_load(data: bytes | io.BufferedIOBase, source: str = "<bytes>"):
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        return RestrictedUnpickler(stream).load()
-    except UnsafePickleError as err:
-        raise UnsafePickleError(f"{source}: {err}") from None
-
-
 def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
     """Upstream motion template: {'n_frames', 'output_fps', 'motion': [{'R', 'exp', 'scale', 't', ...}], 'c_eyes_lst'...}."""
     path = Path(path)
