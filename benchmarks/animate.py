@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
-from generator.liveportrait.config import LivePortraitConfig
-from generator.liveportrait.model import LivePortraitNetworks
-from generator.liveportrait.pipeline import LivePortraitPipeline
-from generator.motion import head_pose_sweep
+from generator.animate.liveportrait.config import LivePortraitConfig
+from generator.animate.liveportrait.model import LivePortraitNetworks
+from generator.animate.liveportrait.pipeline import LivePortraitPipeline
+from generator.animate.motion import head_pose_sweep
 
 
 def _sync(device: torch.device) -> None:

@@ -31,8 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generator.pipeline import GenerationPipeline, Worker  # noqa: E402
-from generator.settings import GenerationSettings  # noqa: E402
+from generator.corpus.pipeline import GenerationPipeline
+from generator.corpus.workers import Worker
+from generator.corpus.settings import GenerationSettings
 
 
 class RandomEmbeddingStills:
@@ -45,7 +46,7 @@ class RandomEmbeddingStills:
         return self.inner.identities(indices, run_seed)
 
     def generate_batch(self, identities):
-        from generator.prompts import image_seed
+        from generator.stills.prompts import image_seed
 
         gen = self.inner
         cfg = gen.pipe.transformer.config
@@ -61,8 +62,10 @@ class RandomEmbeddingStills:
 
 def _full_components(args, settings: GenerationSettings, device: torch.device):
     """Random full-size FLUX.1-dev (transformer + VAE) and LivePortrait networks on `device`."""
-    from generator.liveportrait import LivePortraitConfig, LivePortraitNetworks, LivePortraitPipeline
-    from generator.text_to_image import SamplerSettings, SpeedOptions, StillsGenerator
+    from generator.animate.liveportrait import LivePortraitConfig, LivePortraitNetworks, LivePortraitPipeline
+    from generator.stills.sampler import SamplerSettings
+    from generator.stills.flux import SpeedOptions
+    from generator.stills.generate import StillsGenerator
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import stills as stills_bench

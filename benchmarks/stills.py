@@ -28,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generator.text_to_image import SamplerSettings, SpeedOptions, StillsGenerator, apply_speed_options  # noqa: E402
+from generator.stills.sampler import SamplerSettings
+from generator.stills.flux import SpeedOptions, apply_speed_options
+from generator.stills.generate import StillsGenerator
 
 
 def timed(fn, repeats: int) -> float:

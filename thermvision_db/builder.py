@@ -57,7 +57,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
 
     def generation_settings(self):
         """The generator's settings for this configuration (validated: unknown presets fail here)."""
-        from generator.settings import GenerationSettings
+        from generator.corpus.settings import GenerationSettings
 
         motion = self.motion or ("paper" if self.preset == "thermvision" else "short")
         return GenerationSettings(preset=self.preset, seed=self.seed, motion=motion, **(self.generator_options or {}))
@@ -68,7 +68,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
         if self.num_identities is None:
             raise ValueError(f"configuration {self.name!r} needs num_identities=N (to generate) or output_dir= "
                              "(a generated corpus to read)")
-        from generator.settings import default_output_dir
+        from generator.corpus.settings import default_output_dir
 
         return default_output_dir(self.generation_settings())
 
@@ -136,7 +136,7 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         out = self.config.synthetic_output_dir()
         wanted = self.config.num_identities
         if wanted is not None:
-            from generator.pipeline import GenerationPipeline
+            from generator.corpus.pipeline import GenerationPipeline
 
             pipeline = GenerationPipeline(self.config.generation_settings(), out, device=self.config.device)
             summary = pipeline.run(wanted)

@@ -148,11 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     from thermvision_db.export import add_export_parser
 
     add_export_parser(sub)
-    from generator.evaluate import add_evaluate_parser
+    from generator.cli.evaluate import add_evaluate_parser
 
     add_evaluate_parser(sub)
 
-    from generator.cli import add_generate_parser, run_generate
+    from generator.cli.generate import add_generate_parser, run_generate
 
     add_generate_parser(sub).set_defaults(func=run_generate)
     return parser

@@ -1,0 +1,83 @@
+"""Motion templates on disk: upstream LivePortrait `.pkl` (restricted unpickler) and the project's `.npz` / `.safetensors`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from generator.animate.liveportrait.template import MotionSequence
+from generator.safe_pickle import safe_pickle_load
+
+
+# ---------------------------------------------------------------- upstream .pkl templates (restricted unpickler)
+def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
+    """Upstream motion template: {'n_frames', 'output_fps', 'motion': [{'R', 'exp', 'scale', 't', ...}], 'c_eyes_lst'...}."""
+    path = Path(path)
+    data = safe_pickle_load(path.read_bytes(), str(path))
+    if not isinstance(data, dict) or "motion" not in data:
+        raise ValueError(f"{path} is not a LivePortrait motion template (no 'motion' list)")
+    frames = data["motion"]
+    if not isinstance(frames, list) or not frames:
+        raise ValueError(f"{path}: 'motion' must be a non-empty list of per-frame dicts")
+
+    def stack(key: str, shape: tuple) -> np.ndarray | None:
+        if not all(isinstance(f, dict) and key in f for f in frames):
+            return None
+        return np.stack([np.asarray(f[key], np.float32).reshape(shape) for f in frames])
+
+    R = stack("R", (3, 3))
+    exp = np.stack([np.asarray(f["exp"], np.float32).reshape(-1, 3) for f in frames]) if "exp" in frames[0] else None
+    fps = float(data.get("output_fps", 25))
+    return MotionSequence(R=R, exp=exp, scale=stack("scale", (1,)), t=stack("t", (3,)), fps=fps, relative=True,
+                          name=path.stem)
+
+
+# ---------------------------------------------------------------- our template format
+def save_template(motion: MotionSequence, path: str | os.PathLike) -> Path:
+    """`.npz` (loaded without pickle) or `.safetensors`; metadata (fps, relative, name) as JSON."""
+    path = Path(path)
+    arrays = {n: np.ascontiguousarray(getattr(motion, n), np.float32) for n in MotionSequence.FIELDS
+              if getattr(motion, n) is not None}
+    meta = {"fps": motion.fps, "relative": motion.relative, "name": motion.name, "format": "thermvision-motion/1"}
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".npz":
+        with open(tmp, "wb") as fh:
+            np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    elif path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(arrays, str(tmp), metadata={"thermvision_motion": json.dumps(meta)})
+    else:
+        raise ValueError(f"{path}: motion templates are saved as .npz or .safetensors")
+    os.replace(tmp, path)
+    return path
+
+
+def load_template(path: str | os.PathLike) -> MotionSequence:
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else {}
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(path))
+        with safe_open(str(path), "np") as fh:
+            meta = json.loads((fh.metadata() or {}).get("thermvision_motion", "{}"))
+    else:
+        raise ValueError(f"{path}: not a motion template (.npz, .safetensors or LivePortrait .pkl)")
+    unknown = set(arrays) - set(MotionSequence.FIELDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown motion fields {sorted(unknown)}; expected some of {MotionSequence.FIELDS}")
+    return MotionSequence(**arrays, fps=float(meta.get("fps", 25.0)), relative=bool(meta.get("relative", True)),
+                          name=str(meta.get("name", path.stem)))
+
+
+def load_motion(path: str | os.PathLike) -> MotionSequence:
+    """Any template file by suffix."""
+    return load_liveportrait_pkl(path) if Path(path).suffix == ".pkl" else load_template(path)

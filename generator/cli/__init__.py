@@ -1,0 +1,1 @@
+"""The generator's command line, in one place: `thermvision-db generate` (stills, animate, all) and `evaluate`."""

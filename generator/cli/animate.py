@@ -1,0 +1,115 @@
+"""`thermvision-db generate --stage animate`: animate stills with the thermal LivePortrait.
+
+    thermvision-db generate --stage animate --source still.png --driving head_pose --liveportrait-dir weights/
+    thermvision-db generate --stage animate --source still.png --driving video --driving-path talk.mp4
+    thermvision-db generate --stage animate --source stills/ --driving expression --preset tiny   # offline demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+DRIVING = ("head_pose", "expression", "video", "template")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("animate stage")
+    g.add_argument("--source", help="a still image, or a folder of stills (one identity each)")
+    g.add_argument("--driving", choices=DRIVING, default="head_pose",
+                   help="motion: procedural head_pose sweep / expression set, a driving video or a template file")
+    g.add_argument("--driving-path", help="driving video (.mp4...) or template (.pkl, .npz, .safetensors)")
+    g.add_argument("--frames", type=int, default=None,
+                   help="frames of a procedural program (default 354 head_pose / 250 expression) or max video frames")
+    g.add_argument("--chunk-size", type=int, default=None, help="driving frames per W+G batch (default --batch-size or 16)")
+    g.add_argument("--liveportrait-dir", help="weights folder (upstream .pth, ComfyUI or ThermVision safetensors)")
+    g.add_argument("--driving-motion-extractor", help="separate motion extractor for the driving frames (e.g. RGB)")
+    g.add_argument("--detector", help="ONNX face detector to crop a non-aligned driving video")
+    g.add_argument("--source-box", help="x1,y1,x2,y2 face box: crop the source there and paste the result back")
+    g.add_argument("--preprocess", default="", help="thermal preprocessing of the source: comma list of "
+                   "minmax,bilateral,equalize (applied in that order)")
+    g.add_argument("--driving-option", choices=("expression-friendly", "pose-friendly"), default="expression-friendly")
+    g.add_argument("--animate-no-stitching", action="store_true", help="disable the stitching MLP")
+    g.add_argument("--animate-no-png", action="store_true", help="write only the MP4 and motion, not PNG frames")
+
+
+def _sources(path: str) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SystemExit(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+        return files
+    if not p.is_file():
+        raise SystemExit(f"source {p} does not exist")
+    return [p]
+
+
+def _networks(args):
+    import torch
+
+    from generator.animate.liveportrait.config import LivePortraitConfig
+    from generator.animate.liveportrait.model import LivePortraitNetworks
+
+    if args.liveportrait_dir:
+        return LivePortraitNetworks.from_pretrained(args.liveportrait_dir,
+                                                    driving_motion_extractor=args.driving_motion_extractor)
+    if args.preset == "tiny":
+        log.warning("no --liveportrait-dir: using tiny random networks (offline demo; output is not a face)")
+        torch.manual_seed(args.seed)
+        return LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=args.seed)
+    raise SystemExit(f"--preset {args.preset} needs --liveportrait-dir pointing at the LivePortrait weights")
+
+
+def _motion(args, pipeline):
+    from generator.animate import motion as motions
+
+    if args.driving == "head_pose":
+        return motions.head_pose_sweep(args.frames or 354)
+    if args.driving == "expression":
+        return motions.expression_set(args.frames or 250)
+    if not args.driving_path:
+        raise SystemExit(f"--driving {args.driving} needs --driving-path")
+    if args.driving == "template":
+        return motions.load_motion(args.driving_path)
+    detector = motions.OnnxFaceDetector(args.detector) if args.detector else None
+    return motions.motion_from_video(args.driving_path, pipeline, detector=detector,
+                                     batch_size=args.batch_size or 32, max_frames=args.frames)
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from generator.animate.liveportrait.algorithm import AnimationOptions
+    from generator.animate.liveportrait.crop import crop_from_box
+    from generator.animate.liveportrait.output import write_animation
+    from generator.animate.liveportrait.pipeline import LivePortraitPipeline
+    from generator.preprocess import preprocess
+
+    if not args.source:
+        raise SystemExit("--stage animate needs --source (a still image or a folder of stills)")
+    sources = _sources(args.source)
+    steps = [s.strip() for s in args.preprocess.split(",") if s.strip()]
+    pipeline = LivePortraitPipeline(_networks(args), device=args.device, dtype=args.dtype, compile=args.compile,
+                                    chunk_size=args.chunk_size or args.batch_size or 16)
+    motion = _motion(args, pipeline)
+    options = AnimationOptions(driving_option=args.driving_option, stitching=not args.animate_no_stitching)
+    out_root = Path(args.out) / "animate"
+    for path in sources:
+        image = preprocess(np.asarray(Image.open(path)), steps)
+        crop = None
+        if args.source_box:
+            box = [float(v) for v in args.source_box.split(",")]
+            if len(box) != 4:
+                raise SystemExit("--source-box takes x1,y1,x2,y2")
+            crop = crop_from_box(box, image.shape[:2], crop_size=512, scale=1.6)
+        source = pipeline.prepare_source(image, crop)
+        paths = write_animation(pipeline, source, motion, out_root / path.stem, motion.name, options,
+                                png=not args.animate_no_png)
+        print(f"{path.name}: {len(motion)} frames -> {paths['mp4']}")
+    return 0

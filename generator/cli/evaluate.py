@@ -1,0 +1,49 @@
+"""`thermvision-db evaluate`: the quality report and the side-by-side comparison from a shell."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from generator.evaluate.realism import INCEPTION_FILE
+from generator.evaluate.report import evaluate
+
+
+def add_evaluate_parser(sub) -> None:
+    """`thermvision-db evaluate`: registered by `thermvision_db.cli`."""
+    p = sub.add_parser("evaluate", help="quality report: box QC, temporal stability, identity, FID/KID")
+    p.add_argument("data_dir", help="the corpus folder")
+    p.add_argument("--out", required=True, help="report folder (report.md, PNG plots, box_qc.csv)")
+    p.add_argument("--embedding", help="ONNX face-embedding model (image in, vector out)")
+    p.add_argument("--real-dir", help="folder of real thermal face images for FID/KID (needs torchmetrics)")
+    p.add_argument("--compare", metavar="REFERENCE_DIR",
+                   help="a second corpus (the released one, or the miniature) shown side by side with DATA_DIR")
+    p.add_argument("--names", nargs=2, default=("released", "generated"), metavar=("REFERENCE", "CORPUS"),
+                   help="names of the --compare corpus and of DATA_DIR in the comparison")
+    p.add_argument("--compare-config", default="frames", help="loader configuration of the --compare corpus")
+    p.add_argument("--fid-features", default="inception",
+                   help="FID/KID feature extractor: 'inception' (torchmetrics + torch-fidelity), 'none', or an .onnx model")
+    p.add_argument("--inception-weights", help=f"local {INCEPTION_FILE} (otherwise the torch hub cache or $THERMVISION_INCEPTION_WEIGHTS)")
+    p.add_argument("--config", default="frames",
+                   help="frames (released layout; a generated corpus folder is recognised by its run.json) or synthetic")
+    p.add_argument("--cache-dir", help="datasets cache folder")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    features = None if args.fid_features == "none" else args.fid_features
+    results = evaluate(args.data_dir, args.out, embedding=args.embedding, real_dir=args.real_dir,
+                       config=args.config, cache_dir=args.cache_dir, compare_dir=args.compare,
+                       compare_config=args.compare_config, names=tuple(args.names), fid_features=features,
+                       inception_weights=args.inception_weights)
+    skipped = [results["realism"]] if isinstance(results.get("realism"), str) else []
+    skipped += [results["comparison"]["realism"]["skipped"]] if "skipped" in results.get("comparison", {}).get("realism", {}) else []
+    for message in skipped if features is not None else []:
+        print(f"warning: {message}", file=sys.stderr)
+    summary = f"wrote {Path(args.out) / 'report.md'}"
+    if "comparison" in results:
+        summary += f" and {Path(args.out) / 'comparison.png'}"
+    if "identity" in results:
+        summary += f" (identities distinct: {'yes' if results['identity']['distinct'] else 'NO'})"
+    print(summary)
+    return 0

@@ -1,0 +1,47 @@
+"""`thermvision-db generate`: one subcommand, one stage switch; each stage adds its own options.
+
+Stage modules expose `add_arguments(parser)` and `run(args) -> int`; this file only wires them, so the
+stills, animation and pipeline code stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+STAGES = {
+    "stills": "generator.cli.stills",
+    "animate": "generator.cli.animate",
+    "all": "generator.cli.pipeline",
+}
+
+
+def add_generate_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("generate", help="generate thermal stills, animations or whole identities")
+    p.add_argument("--stage", choices=sorted(STAGES), default="all", help="which part of the pipeline to run")
+    p.add_argument("-n", "--num-identities", type=int, default=4, help="identities (stills) to generate")
+    p.add_argument("--preset", default="tiny", help="model preset: 'thermvision' (real weights) or 'tiny' (offline)")
+    p.add_argument("--out", default="thermvision_generated", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="run seed; identity i uses a seed derived from it")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the heavy networks")
+    for module in STAGES.values():
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    return p
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module(STAGES[args.stage])
+    except ModuleNotFoundError as err:
+        if err.name == STAGES[args.stage]:
+            raise SystemExit(f"stage {args.stage!r} is not available in this build") from err
+        raise
+    return int(module.run(args) or 0)

@@ -1,0 +1,84 @@
+"""`thermvision-db generate --stage stills`: identity stills + JSON sidecars + a contact sheet.
+
+Only stills-specific options live here; generic ones (-n, --preset, --out, --seed, --device, --batch-size,
+--dtype, --compile) come from generator/cli/generate.py. Options that could clash with other stages carry `--stills-`.
+A rerun skips identities already on disk, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("stills stage (FLUX.1-dev + thermal LoRA)")
+    g.add_argument("--flux", default=None,
+                   help="FLUX.1-dev: a diffusers folder, a Hub id (default black-forest-labs/FLUX.1-dev), or a "
+                        "single-file transformer checkpoint such as flux1-dev-fp8.safetensors")
+    g.add_argument("--flux-base", default=None,
+                   help="with a single-file --flux: the diffusers folder or Hub id giving text encoders and VAE")
+    g.add_argument("--lora", default=None, help="thermal LoRA .safetensors (kohya/FluxTrainer or ComfyUI keys)")
+    g.add_argument("--lora-scale", type=float, default=0.9, help="LoRA strength (the paper's graph: 0.9)")
+    g.add_argument("--prompt-template", default=None,
+                   help="prompt wording with {fields}, e.g. '{person} aged {age_band}, {expression_phrase}'")
+    g.add_argument("--first-block-cache", type=float, nargs="?", const=0.1, default=None, metavar="THRESHOLD",
+                   help="diffusers' first-block cache (lossy speed-up); threshold default 0.1")
+    g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
+    g.add_argument("--stills-schedule", choices=["paper", "full"], default="paper",
+                   help="paper: 40-step schedule stopped after 35 steps (denoise 0.88); full: all steps")
+    g.add_argument("--stills-offload", choices=["auto", "none", "model", "sequential"], default="auto",
+                   help="CPU offload (auto: model offload on CUDA GPUs under 48 GiB, e.g. 24 GB cards)")
+    g.add_argument("--stills-fp8", action="store_true", help="fp8 transformer through torchao (extra 'fp8')")
+    g.add_argument("--stills-size", type=int, default=None,
+                   help="image height and width, a multiple of 16 (default 512, the paper's; 64 for the whole "
+                        "pipeline with --preset tiny)")
+    g.add_argument("--stills-steps", type=int, default=40, help="schedule length before the denoise cut")
+    g.add_argument("--stills-first-index", type=int, default=0, help="first identity index (for sharding)")
+    g.add_argument("--stills-overwrite", action="store_true", help="regenerate stills already on disk")
+
+
+def run(args: argparse.Namespace) -> int:
+    from generator.stills.files import (
+        load_still,
+        save_still,
+        still_exists,
+        still_filename,
+    )
+    from generator.stills.flux import SpeedOptions, quiet_libraries
+    from generator.stills.generate import StillsGenerator
+    from generator.stills.lora import LoraError
+    from generator.weights import UnsafeWeightsError, WeightsNotFoundError
+    from thermvision_db.visualize import contact_sheet
+
+    quiet_libraries()
+    out = Path(args.out)
+    indices = list(range(args.stills_first_index, args.stills_first_index + args.num_identities))
+    todo = [i for i in indices if args.stills_overwrite or not still_exists(out, i)]
+    if len(todo) < len(indices):
+        print(f"{len(indices) - len(todo)} stills already in {out}; generating the other {len(todo)}")
+    if todo:
+        speed = SpeedOptions(offload=args.stills_offload, vae_tiling=args.vae_tiling,
+                             first_block_cache=args.first_block_cache, compile=args.compile, fp8=args.stills_fp8)
+        try:
+            generator = StillsGenerator.from_preset(
+                args.preset, device=args.device, dtype=args.dtype, flux=args.flux, flux_base=args.flux_base,
+                lora=args.lora, lora_scale=args.lora_scale, template=args.prompt_template, speed=speed,
+                height=args.stills_size or 512, width=args.stills_size or 512, num_steps=args.stills_steps,
+                schedule=args.stills_schedule,
+            )
+        except (WeightsNotFoundError, UnsafeWeightsError, LoraError, ImportError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        batch_size = args.batch_size or 1  # per-image seeds: the batch size never changes a still
+        for still in generator.iter_generate(todo, run_seed=args.seed, batch_size=batch_size):
+            save_still(still, out)
+    stills = [load_still(out / still_filename(i, ".png")) for i in indices]
+    captions = [f"{s.index} {s.attributes['gender'][0].upper()} {s.attributes['expression']}" for s in stills]
+    sheet_path = out / CONTACT_SHEET
+    contact_sheet([s.image for s in stills], captions=captions).save(sheet_path)
+    print(f"{len(stills)} stills in {out}; contact sheet {sheet_path}")
+    return 0

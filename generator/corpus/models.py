@@ -1,0 +1,63 @@
+"""The models one corpus run loads, from its settings: stills generator, animator, annotators, weight records.
+
+Each is loaded lazily by the pipeline (a run that only resumes labels never loads FLUX) and once per process.
+"""
+
+from __future__ import annotations
+
+from generator.corpus.settings import GenerationSettings
+
+
+def load_stills_generator(s: GenerationSettings, device):
+    """The FLUX (or tiny) stills generator the settings describe."""
+    from generator.stills.flux import quiet_libraries
+    from generator.stills.generate import StillsGenerator
+
+    quiet_libraries()
+    return StillsGenerator.from_preset(
+        s.preset, device=device, dtype=s.dtype, flux=s.flux, flux_base=s.flux_base, lora=s.lora,
+        lora_scale=s.lora_scale, template=s.prompt_template, height=s.still_size, width=s.still_size,
+        num_steps=s.still_steps)
+
+
+def load_animator(s: GenerationSettings, device):
+    """LivePortrait from `liveportrait_dir`, or the tiny random networks (seed 0) without it."""
+    from generator.animate.liveportrait import (
+        LivePortraitConfig,
+        LivePortraitNetworks,
+        LivePortraitPipeline,
+    )
+
+    if s.liveportrait_dir:
+        nets = LivePortraitNetworks.from_pretrained(s.liveportrait_dir)
+    else:
+        nets = LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=0)
+    return LivePortraitPipeline(nets, device=device, dtype=s.dtype, chunk_size=s.chunk_size, progress=False)
+
+
+def load_annotators(s: GenerationSettings) -> tuple:
+    """(detector, 54-point landmarker, 203-point eye/lip model); None where the settings give no model."""
+    from generator.annotate.onnx_models import (
+        Landmarker54,
+        Landmarker203,
+        YoloFaceDetector,
+    )
+
+    return (YoloFaceDetector(s.label_detector) if s.label_detector else None,
+            Landmarker54(s.label_landmarker) if s.label_landmarker else None,
+            Landmarker203(s.eye_lip_model) if s.eye_lip_model else None)
+
+
+def weight_records(s: GenerationSettings, animator_nets) -> list[dict]:
+    """sha256 of every weight file the animation and labels used (the stills record their own)."""
+    from generator.weights import hash_weights, state_dict_sha256
+
+    records = []
+    for role, path in (("liveportrait", s.liveportrait_dir), ("label_detector", s.label_detector),
+                       ("label_landmarker", s.label_landmarker)):
+        if path:
+            records += [{"role": role, "path": str(p), "sha256": sha} for p, sha in hash_weights(path).items()]
+    if not s.liveportrait_dir:
+        records.append({"role": "liveportrait", "path": None, "source": "tiny random networks, seed 0",
+                        "sha256": state_dict_sha256(animator_nets)})
+    return records

@@ -1,0 +1,377 @@
+"""identity -> still -> videos -> labels -> corpus on disk; resumable, sharded, data parallel.
+
+    settings = GenerationSettings(preset="tiny", motion="short")
+    summary = GenerationPipeline(settings, "out/").run(num_identities=500)
+
+One identity is one unit of work. Its still comes from (run seed, index) alone, so any process can make it;
+its folder is written under a temporary name and renamed when complete, so a killed run leaves no half
+identity and a rerun redoes exactly the unfinished ones. Processes split the work by block of `still_batch`
+identities (`block % workers == worker`), with workers = torchrun/accelerate ranks x `--shard i/n`: every
+still is made in the same batch whatever the number of processes, so the corpus is the same as one process's.
+The optional distinctness filter needs every candidate still before deciding, so with it the processes meet
+at a file barrier between the stills and the animation.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from generator.corpus.models import (
+    load_animator,
+    load_annotators,
+    load_stills_generator,
+    weight_records,
+)
+from generator.corpus.settings import GenerationSettings, motion_sequence
+from generator.corpus.summary import RunSummary
+from generator.corpus.workers import Worker
+from thermvision_db.atomic import atomic_write_json
+from thermvision_db.generated import (
+    IDENTITY_SCHEMA,
+    PARTIAL_PREFIX,
+    RUN_FILE,
+    RUN_SCHEMA,
+    SUMMARY_FILE,
+    CorpusError,
+    GeneratedCorpus,
+    file_lock,
+    identity_name,
+)
+from thermvision_db.splits import synthetic_split
+
+log = logging.getLogger(__name__)
+
+
+class DiskFullError(CorpusError):
+    """The disk filled up (or would): finished identities are kept, the run resumes after space is freed."""
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+class GenerationPipeline:
+    """Makes identities into one output folder; see the module docstring for the guarantees."""
+
+    def __init__(self, settings: GenerationSettings, output_dir: str | os.PathLike, *, device: str | None = None,
+                 progress: bool = True, embed=None, barrier_timeout: float = 24 * 3600.0,
+                 stills_generator=None, animator=None):
+        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models)."""
+        self.settings = settings
+        self.corpus = GeneratedCorpus(output_dir)
+        self.fingerprint = settings.fingerprint()  # stats every weight file: once, not per identity
+        self.root = self.corpus.root
+        self.requested_device = device
+        self.progress = progress
+        self.embed = embed
+        self.barrier_timeout = barrier_timeout
+        self._stills = stills_generator
+        self._animator = animator
+        self._annotators = None
+        self._weights: list[dict] | None = None
+
+    # -- public
+    def run(self, num_identities: int, shard: str | None = None, worker: Worker | None = None) -> RunSummary:
+        """Generate identities 0..num_identities-1 (what this worker owns and is not finished yet)."""
+        if int(num_identities) < 1:
+            raise ValueError(f"num_identities must be >= 1, got {num_identities}")
+        worker = worker or Worker.from_env(shard)
+        self.device = worker.device(self.requested_device)
+        summary = RunSummary(worker, int(num_identities), output_dir=str(self.root))
+        start = time.perf_counter()
+        self.prepare_folder()
+        finished = self.corpus.finished()
+        if self.settings.distinct is None:
+            slots = list(range(num_identities))
+            mine = [i for i in slots if worker.owns(self._block(i))]
+            todo = [i for i in mine if i not in finished]
+            self._make_stills(todo, summary)
+        else:
+            slots = self._distinct_slots(num_identities, worker, summary)
+            mine = [i for i in range(num_identities) if worker.owns(i)]
+            todo = [i for i in mine if i not in finished]
+        summary.skipped = len(mine) - len(todo)
+        if todo:
+            self._check_free_space(todo)
+        for index in tqdm(todo, desc="identities", unit="identity", disable=not self.progress):
+            name = identity_name(index)
+            try:
+                self.make_identity(index, slots[index], summary)
+                summary.generated.append(name)
+            except Exception as err:  # one bad identity must not stop a thousand-identity run; a full disk does
+                if isinstance(err, DiskFullError):
+                    raise
+                if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                    raise DiskFullError(self._disk_full_message(err)) from err
+                summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
+                log.exception("identity %s failed", name)
+        self.corpus.write_manifest()
+        summary.wall_seconds = time.perf_counter() - start
+        name = SUMMARY_FILE if worker.count == 1 else f"summary.{worker.index}-of-{worker.count}.json"
+        atomic_write_json(self.root / name, summary.to_dict())
+        return summary
+
+    def wait_for_identities(self, num_identities: int) -> None:
+        """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
+        self._wait(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), "identities",
+                   name=identity_name)
+
+    def _wait(self, missing_now, what: str, name=str, poll: float = 0.2) -> None:
+        """A file barrier: poll until `missing_now()` is empty, or fail after `barrier_timeout` seconds."""
+        deadline = time.monotonic() + self.barrier_timeout
+        while missing := missing_now():
+            if time.monotonic() > deadline:
+                raise CorpusError(f"waited {self.barrier_timeout:.0f} s for {len(missing)} {what} from other workers "
+                                  f"(first: {name(missing[0])}); are all workers and shards running?")
+            time.sleep(poll)
+
+    # -- folder and settings
+    def prepare_folder(self) -> None:
+        """Create the folder (clear error when it cannot be written) and pin the settings in run.json."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(f"the disk holding {self.root} is full: {err}") from err
+            raise CorpusError(f"cannot write the generated corpus to {self.root}: {err.strerror or err} "
+                              "(choose another output_dir / --out)") from err
+        wanted = {"schema": RUN_SCHEMA, "fingerprint": self.fingerprint, "settings": self.settings.to_dict()}
+        with file_lock(self.root / ".lock"):
+            existing = self.corpus.run_settings()
+            if existing is None:
+                atomic_write_json(self.root / RUN_FILE, wanted)
+            elif existing.get("fingerprint") != wanted["fingerprint"]:
+                old = existing.get("settings", {})
+                changed = sorted(k for k in set(old) | set(wanted["settings"]) if old.get(k) != wanted["settings"].get(k))
+                raise CorpusError(
+                    f"{self.root} holds a corpus generated with other settings (changed: {', '.join(changed) or 'weight files'}); "
+                    "use another output folder, or the same settings to resume it")
+
+    # -- stills
+    def _block(self, slot: int) -> int:
+        return slot // self.settings.still_batch
+
+    def _stills_generator(self):
+        if self._stills is None:
+            self._stills = load_stills_generator(self.settings, self.device)
+        return self._stills
+
+    def _make_stills(self, slots: list[int], summary: RunSummary) -> None:
+        """Stills for these slots, made block by block (whole blocks, so batches never depend on what is left)."""
+        from generator.stills.files import save_still, still_exists
+
+        stills_dir = self.corpus.stills_dir
+        wanted = {s for s in slots if not still_exists(stills_dir, s)}
+        blocks = sorted({self._block(s) for s in wanted})
+        if not blocks:
+            return
+        b = self.settings.still_batch
+        bar = tqdm(total=len(blocks) * b, desc="stills", unit="still", disable=not self.progress)
+        for block in blocks:
+            members = list(range(block * b, (block + 1) * b))
+            t0 = time.perf_counter()
+            generator = self._stills_generator()
+            stills = generator.generate_batch(generator.identities(members, self.settings.seed))
+            summary.stage_seconds["stills"] += time.perf_counter() - t0
+            for still in stills:  # the whole block is sampled (same batch every time); only the asked-for kept
+                if still.index in wanted and not still_exists(stills_dir, still.index):
+                    save_still(still, stills_dir)
+            bar.update(b)
+        bar.close()
+
+    def _distinct_slots(self, needed: int, worker: Worker, summary: RunSummary) -> list[int]:
+        """Candidate stills for all workers' blocks, a file barrier, then the same decisions in every process."""
+        from generator.corpus.distinct import pixel_embedding, select_distinct
+        from generator.stills.files import load_still, still_exists, still_filename
+
+        embed = self.embed or pixel_embedding
+        candidates = needed
+        while True:
+            blocks = range(self._block(candidates - 1) + 1)
+            mine = [s for blk in blocks if worker.owns(blk) for s in range(blk * self.settings.still_batch,
+                                                                          (blk + 1) * self.settings.still_batch)]
+            self._make_stills(mine, summary)
+            self._wait(lambda: [s for s in range(candidates) if not still_exists(self.corpus.stills_dir, s)],
+                       "stills")
+            images = [load_still(self.corpus.stills_dir / still_filename(s, ".png")).image for s in range(candidates)]
+            accepted, decisions = select_distinct(embed(images), self.settings.distinct, needed)
+            if len(accepted) >= needed:
+                atomic_write_json(self.root / "filter.json", {"threshold": self.settings.distinct,
+                                                              "candidates": candidates, "decisions": decisions})
+                return accepted
+            if candidates >= 20 * needed:
+                raise CorpusError(f"the distinctness filter accepted only {len(accepted)} of {candidates} candidate "
+                                  f"stills (threshold {self.settings.distinct}): raise the threshold")
+            candidates += max(needed - len(accepted), self.settings.still_batch)
+
+    # -- animation and labels
+    def _animation(self):
+        if self._animator is None:
+            self._animator = load_animator(self.settings, self.device)
+        return self._animator
+
+    def _models(self):
+        if self._annotators is None:
+            self._annotators = load_annotators(self.settings)
+        return self._annotators
+
+    def _weight_records(self, still_sidecar: dict) -> list[dict]:
+        if self._weights is None:
+            self._weights = weight_records(self.settings, self._animation().nets)
+        return list(still_sidecar.get("weights", [])) + self._weights
+
+    def _check_free_space(self, todo: list[int]) -> None:
+        """Refuse to start when the estimated output clearly does not fit (PNG frames dominate)."""
+        size = self._animation().cfg.output_size
+        frames = sum(self.settings.motion.values())
+        per_identity = frames * size * size * (0.45 if self.settings.write_png else 0.05) + 4 * size * size
+        need = per_identity * len(todo)
+        free = shutil.disk_usage(self.root).free
+        if free < need:
+            raise DiskFullError(f"{self.root} has {free / 2**30:.2f} GiB free; {len(todo)} identities need about "
+                                f"{need / 2**30:.2f} GiB: free space, or pass fewer identities / another folder")
+
+    def _disk_full_message(self, err: OSError) -> str:
+        done = len(self.corpus.finished())
+        return (f"the disk holding {self.root} is full ({err.filename or ''}): {done} finished identities are kept; "
+                "free space and run again to resume")
+
+    def make_identity(self, index: int, slot: int, summary: RunSummary) -> Path:
+        """Animate and label one identity into a temporary folder, then rename it into place."""
+        from generator.annotate.labels import label_still
+        from generator.stills.files import load_still, still_filename
+
+        name = identity_name(index)
+        final = self.corpus.identity_dir(name)
+        partial = self.corpus.identities_dir / f"{PARTIAL_PREFIX}{name}"
+        if partial.exists():
+            shutil.rmtree(partial)  # left by a killed run: redo the identity from scratch
+        partial.mkdir(parents=True)
+        try:
+            still_png = self.corpus.stills_dir / still_filename(slot, ".png")
+            still = load_still(still_png)
+            shutil.copyfile(still_png, partial / "still.png")
+            shutil.copyfile(still_png.with_suffix(".json"), partial / "still.json")
+            image = np.asarray(still.image)
+            t0 = time.perf_counter()
+            detector, landmarker, eye_lip = self._models()
+            still_labels = label_still(image, detector=detector, landmarker=landmarker)
+            options = self._animation_options(image, still_labels, eye_lip)
+            summary.stage_seconds["labels"] += time.perf_counter() - t0
+            animator = self._animation()
+            t0 = time.perf_counter()
+            source = animator.prepare_source(image)
+            summary.stage_seconds["animate"] += time.perf_counter() - t0
+            videos = [self._write_video(name, set_name, frames, source, still_labels, options, partial, summary)
+                      for set_name, frames in self.settings.motion.items()]
+            record = {
+                "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
+                "split": synthetic_split(index), "gender": still.attributes["gender"],
+                "attributes": still.attributes, "seed": still.seed, "run_seed": still.run_seed,
+                "prompt": still.prompt, "still": "still.png",
+                "weights": self._weight_records(still.sidecar), "sampler": still.sidecar.get("sampler"),
+                "motion": {"program": self.settings.motion, "driving_option": self.settings.driving_option,
+                           "stitching": self.settings.stitching, "chunk_size": self.settings.chunk_size},
+                "labels": {"method": "propagated", "still_labels": still_labels.source,
+                           "detector": bool(detector), "landmarker": bool(landmarker),
+                           "source_eye_ratio": list(options.source_eye_ratio),
+                           "source_lip_ratio": options.source_lip_ratio,
+                           "eye_lip_measured": eye_lip is not None},
+                "settings_fingerprint": self.fingerprint, "videos": videos,
+            }
+            atomic_write_json(partial / "identity.json", record)
+            if final.exists():  # finished meanwhile by another process given the same shard: keep theirs
+                shutil.rmtree(partial)
+            else:
+                os.replace(partial, final)
+            return final
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def _animation_options(self, image: np.ndarray, still_labels, eye_lip):
+        """Upstream flags, plus the still's measured eye/lip opening when a 203-point model is given (the
+        expression retargeting starts from the source's real opening instead of a neutral default)."""
+        from generator.animate.liveportrait import AnimationOptions
+
+        options = AnimationOptions(driving_option=self.settings.driving_option, stitching=self.settings.stitching)
+        if eye_lip is not None:
+            left, right, lip = eye_lip.eye_lip_ratios(eye_lip(image, still_labels.box_xywh))
+            options.source_eye_ratio, options.source_lip_ratio = (left, right), lip
+        return options
+
+    def _write_video(self, name: str, set_name: str, num_frames: int, source, still_labels, options,
+                     folder: Path, summary: RunSummary) -> dict:
+        from PIL import Image
+
+        from generator.animate.liveportrait.output import write_motion
+        from generator.animate.liveportrait.pipeline import motion_record
+        from generator.annotate.labels import (
+            compare_labels,
+            detect_frames,
+            frame_faces,
+            propagate_labels,
+        )
+        from thermvision_db.video import write_mp4
+
+        animator = self._animation()
+        detector, landmarker, _ = self._models()
+        motion, template = motion_sequence(set_name, num_frames)
+        t0 = time.perf_counter()
+        kp = animator.driving_keypoints(source, motion, options)
+        propagated = propagate_labels(animator, source, kp, still_labels)
+        summary.stage_seconds["labels"] += time.perf_counter() - t0
+        png_dir = folder / f"{set_name}_frames"
+        png_dir.mkdir()
+        detections: list = []
+
+        def frames() -> Iterator[np.ndarray]:
+            produced = animator.iter_frames(source, motion, options, keypoints=kp)
+            for i in range(len(motion)):
+                t = time.perf_counter()
+                frame = next(produced)
+                summary.stage_seconds["animate"] += time.perf_counter() - t
+                t = time.perf_counter()
+                if self.settings.write_png:
+                    Image.fromarray(frame).save(png_dir / f"{i:05d}.png", compress_level=1)
+                summary.stage_seconds["encode"] += time.perf_counter() - t
+                if detector is not None:
+                    t = time.perf_counter()
+                    detections.extend(detect_frames([frame], detector, landmarker))
+                    summary.stage_seconds["labels"] += time.perf_counter() - t
+                yield frame
+
+        t0 = time.perf_counter()
+        before = sum(summary.stage_seconds[k] for k in ("animate", "encode", "labels"))
+        write_mp4(folder / f"{set_name}.mp4", frames(), fps=motion.fps)
+        write_motion(motion_record(kp), folder / f"{set_name}.motion", motion.fps, set_name)
+        after = sum(summary.stage_seconds[k] for k in ("animate", "encode", "labels"))
+        summary.stage_seconds["encode"] += (time.perf_counter() - t0) - (after - before)  # the H.264 encoder's share
+        t0 = time.perf_counter()
+        disagreement = compare_labels(propagated, detections) if detector is not None else None
+        rows = []
+        for t in range(len(motion)):
+            detection = detections[t] if detector is not None else None
+            qc = "ok" if detector is None or detection is not None else "missing"
+            yaw, pitch, roll = (float(v) for v in propagated.head_pose[t])
+            rows.append({"faces": frame_faces(propagated, t, detection), "qc": qc,
+                         "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}})
+        labels_name = f"{set_name}.labels.json"
+        atomic_write_json(folder / labels_name, {"frames": rows,
+                                                 "disagreement": disagreement.summary if disagreement else None})
+        summary.stage_seconds["labels"] += time.perf_counter() - t0
+        height, width = animator.cfg.output_size, animator.cfg.output_size
+        return {"set": set_name, "video_id": f"{name}_{set_name}", "driving_template": template,
+                "num_frames": len(motion), "fps": float(motion.fps), "width": width, "height": height,
+                "mp4": f"{set_name}.mp4", "frames": f"{set_name}_frames", "labels": labels_name,
+                "motion": f"{set_name}.motion.npz",
+                "disagreement": disagreement.summary if disagreement else None}

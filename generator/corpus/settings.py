@@ -1,0 +1,141 @@
+"""Everything that decides what a generated identity looks like, in one dataclass with one fingerprint.
+
+The fingerprint names the corpus: a rerun with the same settings resumes it, different settings are refused
+(rather than silently mixing two corpora in one folder). The number of identities, the device, progress and
+process layout are not part of it: asking for 500 identities after 100 adds 400, on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from generator.animate.liveportrait.template import MotionSequence
+
+PRESETS = ("tiny", "thermvision")
+SETS = ("head_pose", "expression")  # the released corpus' two video sets per identity
+
+# Named motion programs: frames per set. "paper" matches the released corpus (354 head-pose + 250 expression).
+MOTION_PROGRAMS = {
+    "paper": {"head_pose": 354, "expression": 250},
+    "short": {"head_pose": 12, "expression": 12},
+    "head_pose": {"head_pose": 354},
+}
+
+
+def parse_motion(spec: str | dict) -> dict[str, int]:
+    """'paper', 'short', or 'head_pose=30,expression=20' -> {set: frames}; clear errors for anything else."""
+    if isinstance(spec, dict):
+        program = dict(spec)
+    elif spec in MOTION_PROGRAMS:
+        program = dict(MOTION_PROGRAMS[spec])
+    else:
+        program = {}
+        for part in str(spec).split(","):
+            name, sep, frames = part.strip().partition("=")
+            if not sep or not frames.strip().isdigit():
+                raise ValueError(f"motion {spec!r}: use one of {sorted(MOTION_PROGRAMS)} or 'head_pose=N,expression=M'")
+            program[name.strip()] = int(frames)
+    unknown = sorted(set(program) - set(SETS))
+    if unknown or not program:
+        raise ValueError(f"motion {spec!r}: sets must be among {SETS}, got {sorted(program)}")
+    minimum = {"head_pose": 3, "expression": 10}
+    for name, frames in program.items():
+        if frames < minimum[name]:
+            raise ValueError(f"motion {spec!r}: the {name} program needs at least {minimum[name]} frames, got {frames}")
+    return {name: program[name] for name in SETS if name in program}
+
+
+def motion_sequence(set_name: str, frames: int) -> tuple[MotionSequence, str]:
+    """The procedural driving program of a set and its name for the `driving_template` column."""
+    from generator.animate.motion import expression_set, head_pose_sweep
+
+    if set_name == "head_pose":
+        return head_pose_sweep(frames), f"head_pose_sweep({frames})"
+    return expression_set(frames), f"expression_set({frames})"
+
+
+def _file_identity(path: str | None) -> dict | None:
+    """A weight path as the fingerprint sees it: resolved path, size and mtime (hashing 24 GB each run is slow;
+    the sha256 of every file still goes into each identity's record)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        return {"spec": str(path)}  # a Hub id: resolved later
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    return {"path": str(p.resolve()), "files": [[str(f.relative_to(p)) if p.is_dir() else f.name,
+                                                 f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+
+
+@dataclass
+class GenerationSettings:
+    """The settings of one generated corpus."""
+
+    preset: str = "tiny"
+    seed: int = 0
+    motion: str | dict = "short"
+    still_size: int | None = None  # default: 64 for tiny, 512 for thermvision (the paper)
+    still_steps: int = 40
+    still_batch: int = 8  # stills per FLUX call; part of the fingerprint since batching changes bits on a GPU
+    dtype: str = "auto"
+    chunk_size: int = 16  # frames per LivePortrait W+G call
+    flux: str | None = None
+    flux_base: str | None = None
+    lora: str | None = None
+    lora_scale: float = 0.9
+    liveportrait_dir: str | None = None
+    prompt_template: str | None = None
+    driving_option: str = "expression-friendly"
+    stitching: bool = True
+    label_detector: str | None = None  # YOLO-style ONNX face detector: labels the still, and checks every frame
+    label_landmarker: str | None = None  # SF-TL54-style ONNX 54-point model for the still
+    eye_lip_model: str | None = None  # LivePortrait 203-point ONNX: the still's eye/lip opening for retargeting
+    distinct: float | None = None  # reject a still whose embedding cosine similarity to an accepted one exceeds this
+    write_png: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        self.motion = parse_motion(self.motion)
+        if self.still_size is None:
+            self.still_size = 64 if self.preset == "tiny" else 512
+        if self.still_size % 16:
+            raise ValueError(f"still_size must be a multiple of 16, got {self.still_size}")
+        if self.still_batch < 1 or self.chunk_size < 1:
+            raise ValueError("still_batch and chunk_size must be >= 1")
+        if self.distinct is not None and not 0 < self.distinct <= 1:
+            raise ValueError(f"distinct is a cosine-similarity threshold in (0, 1], got {self.distinct}")
+        if self.preset == "thermvision" and not self.liveportrait_dir:
+            raise ValueError("preset 'thermvision' needs liveportrait_dir (--liveportrait-dir): the thermal "
+                             "LivePortrait weights folder")
+        for name in ("label_detector", "label_landmarker", "eye_lip_model"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).expanduser().is_file():
+                raise FileNotFoundError(f"{name.replace('_', ' ')} {value} does not exist")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """sha256 over the settings, with weight paths replaced by (path, size, mtime) of their files."""
+        data = self.to_dict()
+        for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
+                    "eye_lip_model"):
+            data[key] = _file_identity(data[key])
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerationSettings":
+        return cls(**data)
+
+
+def default_output_dir(settings: GenerationSettings) -> Path:
+    """Generated corpora live beside the `datasets` cache, one folder per settings fingerprint."""
+    import datasets
+
+    base = Path(os.environ.get("THERMVISION_DB_GENERATED", Path(datasets.config.HF_DATASETS_CACHE) / "thermvision_db_generated"))
+    return base / settings.fingerprint()
