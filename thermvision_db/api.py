@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -33,14 +34,44 @@ def _code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def _data_fingerprint(data_dir: Path) -> str:
-    """Size and mtime of the top-level entries: replacing a zip or re-extracting invalidates the cache."""
+def _tree_fingerprint(root: Path) -> str:
+    """Size and mtime of every file under `root` (a generated corpus, the 2D stills): an edit anywhere shows."""
     digest = hashlib.sha256()
-    if data_dir.is_dir():
-        for entry in sorted(data_dir.iterdir()):
-            stat = entry.stat()
-            digest.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:8]
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                stat = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue  # a broken link: the loader names it when it reads the folder
+            digest.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _released_fingerprint(name: str, data_dir: Path) -> str:
+    """The files the rows of `name` come from, by size and mtime (see `ReleaseSource.fingerprint`)."""
+    if name == "images":
+        return _tree_fingerprint(data_dir)
+    from thermvision_db.release import ReleaseSource
+
+    source = ReleaseSource(data_dir)
+    return source.fingerprint(source.present_members())
+
+
+def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
+    """Fail before any work when the datasets cache folder cannot be written, naming it."""
+    folder = Path(cache_dir).expanduser() if cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".thermvision-write-check-"):
+            pass
+    except OSError as err:
+        raise CacheDirError(f"the datasets cache folder {folder} is not writable ({err.strerror or err}); pass "
+                            "cache_dir=... (CLI: --cache-dir) or set HF_DATASETS_CACHE to a writable folder") from err
+
+
+class CacheDirError(ThermVisionError, PermissionError):
+    """The datasets cache folder cannot be written."""
 
 
 def _generator_code_hash() -> str:
@@ -70,7 +101,7 @@ def _synthetic_key(config_kwargs: dict) -> str:
     if config.num_identities is not None:
         key += config.generation_settings().fingerprint()
     else:
-        key += _data_fingerprint(config.synthetic_output_dir() / "identities")
+        key += _tree_fingerprint(config.synthetic_output_dir() / "identities")
     return key
 
 
@@ -83,13 +114,14 @@ def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike
     known = [c.name for c in ThermVisionDB.BUILDER_CONFIGS]
     if name not in known:
         raise ValueError(f"unknown configuration {name!r}; choose one of {known}")
+    check_cache_dir(cache_dir)
     code = _code_hash()
     if name in RELEASED_CONFIGS:
         from thermvision_db.release import resolve_data_dir
 
         resolved = resolve_data_dir(data_dir)
         data_dir = str(resolved.resolve())
-        code += _data_fingerprint(resolved)
+        code += _released_fingerprint(name, resolved)
     elif name in SYNTHETIC_CONFIGS:
         code += _synthetic_key(config_kwargs)
     return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)

@@ -20,7 +20,7 @@ def _bbox():
 
 
 def _landmarks():
-    """(54, 2) pixel (x, y) points, null where the corpus has none."""
+    """(54, 2) pixel (x, y) points, null where the corpus has none; an unlabelled point is (NaN, NaN)."""
     return List(List(datasets.Value("float32"), length=2), length=NUM_LANDMARKS)
 
 
@@ -29,7 +29,9 @@ def _head_pose():
 
 
 def face_feature():
-    return {"bbox": _bbox(), "landmarks": _landmarks(), "source": datasets.ClassLabel(names=SOURCE_NAMES)}
+    """`score`: the detector's confidence where the label file carries one (YOLO `--save-conf`), else null."""
+    return {"bbox": _bbox(), "landmarks": _landmarks(), "source": datasets.ClassLabel(names=SOURCE_NAMES),
+            "score": datasets.Value("float32")}
 
 
 def _identity_columns(identities: list[str]) -> dict:

@@ -169,7 +169,7 @@ class GeneratedCorpus:
                     "image": image,
                     **identity_columns(record, video),
                     "frame_index": i,
-                    "faces": frame["faces"],
+                    "faces": [{"score": None, **face} for face in frame["faces"]],
                     "qc": frame["qc"],
                     "head_pose": frame["head_pose"],
                     "seed": record["seed"],

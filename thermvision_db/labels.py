@@ -3,6 +3,10 @@
 The released corpus stores one YOLO text file per frame (`0 xc yc w h`, normalised, `%g`), written by a
 YOLOv5 detector: a frame without a detection has no file, a frame with two faces has two lines. Here they
 become COCO boxes `[x, y, w, h]` in pixels, every detection kept, with a QC flag per frame.
+
+Files as other tools write them are read too: a UTF-8 BOM (Windows editors), a trailing confidence
+(`--save-conf`, kept as `score`), YOLO-pose points with visibility 0 (missing: NaN, never (0, 0)). A line of
+another class or a box wholly outside the image is not a face: it is dropped and the frame flagged.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from thermvision_db.errors import ThermVisionError
 
 logger = logging.getLogger(__name__)
 
-QC_NAMES = ["ok", "missing", "multiple", "out_of_bounds"]
+# appended names keep the ids of the earlier ones stable
+QC_NAMES = ["ok", "missing", "multiple", "out_of_bounds", "other_class", "outside_image"]
 SOURCE_NAMES = ["detector", "interpolated", "propagated"]
 NUM_LANDMARKS = 54
 BOUNDS_TOLERANCE = 1e-3  # normalised units: detectors print rounded values at the border
@@ -54,11 +59,13 @@ class Face:
     """One face: COCO box in pixels, optional (54, 2) landmarks in pixels (x, y), and where it came from."""
 
     bbox: list[float]
-    landmarks: list[list[float]] | None = None
+    landmarks: list[list[float]] | None = None  # unlabelled points are [nan, nan]
     source: str = "detector"
+    score: float | None = None  # detector confidence when the file carries one
 
     def as_row(self) -> dict:
-        return {"bbox": [float(v) for v in self.bbox], "landmarks": self.landmarks, "source": self.source}
+        return {"bbox": [float(v) for v in self.bbox], "landmarks": self.landmarks, "source": self.source,
+                "score": self.score}
 
 
 @dataclass
@@ -70,50 +77,78 @@ class FrameLabels:
 def parse_yolo_text(text: str, width: int, height: int, name: str = "<labels>") -> FrameLabels:
     """Parse one YOLO label file into faces and a QC flag.
 
-    Lines carrying 4 + 2*54 or 4 + 3*54 values after the class are read as YOLO-pose landmarks (x, y[, v]).
+    After `class xc yc w h` a line may carry 54 YOLO-pose points (`x y` or `x y v`) and then one confidence
+    (YOLOv5 / ultralytics `save_conf` append it last). QC: `out_of_bounds` (a box clipped at the border) over
+    `outside_image` (a box dropped) over `other_class` (a line of another class dropped) over `multiple`.
     """
     faces: list[Face] = []
-    out_of_bounds = False
-    for number, line in enumerate(text.splitlines(), start=1):
+    flags: set[str] = set()
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.split()
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {line.strip()!r}") from None
-        if len(values) < 5:
-            raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {line.strip()!r}")
-        if not all(math.isfinite(v) for v in values):
-            raise LabelError(f"{name}, line {number}: non-finite value in {line.strip()!r}")
+        values = _numbers(line, name, number)
         xc, yc, w, h = values[1:5]
         if w <= 0 or h <= 0:
             raise LabelError(f"{name}, line {number}: box width and height must be positive, got w={w:g} h={h:g}")
+        if values[0] != FACE_CLASS:
+            flags.add("other_class")
+            logger.warning("%s, line %d: class %g is not the face class 0; not counted as a face", name, number, values[0])
+            continue
         x0, y0, x1, y1 = xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2
+        if x1 <= 0 or y1 <= 0 or x0 >= 1 or y0 >= 1:
+            flags.add("outside_image")
+            logger.warning("%s, line %d: box %s lies wholly outside the image; not a face", name, number, values[1:5])
+            continue
         if min(x0, y0) < -BOUNDS_TOLERANCE or max(x1, y1) > 1 + BOUNDS_TOLERANCE:
-            out_of_bounds = True
+            flags.add("out_of_bounds")
             logger.warning("%s, line %d: box %s extends outside the image; clipped", name, number, values[1:5])
         x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x0, y0, x1, y1))
         bbox = [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]
-        landmarks = _pose_points(values[5:], width, height, name, number)
-        faces.append(Face(bbox=[round(v, 4) for v in bbox], landmarks=landmarks))
+        landmarks, score = _pose_points_and_score(values[5:], width, height, name, number)
+        faces.append(Face(bbox=[round(v, 4) for v in bbox], landmarks=landmarks, score=score))
+    for flag in ("out_of_bounds", "outside_image", "other_class"):
+        if flag in flags:
+            return FrameLabels(faces, flag)
     if not faces:
         return FrameLabels([], "missing")
-    qc = "out_of_bounds" if out_of_bounds else ("multiple" if len(faces) > 1 else "ok")
-    return FrameLabels(faces, qc)
+    return FrameLabels(faces, "multiple" if len(faces) > 1 else "ok")
 
 
-def _pose_points(extra: Sequence[float], width: int, height: int, name: str, number: int) -> list[list[float]] | None:
+FACE_CLASS = 0
+
+
+def _numbers(line: str, name: str, number: int) -> list[float]:
+    try:
+        values = [float(p) for p in line.split()]
+    except ValueError:
+        raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {line.strip()!r}") from None
+    if len(values) < 5:
+        raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {line.strip()!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise LabelError(f"{name}, line {number}: non-finite value in {line.strip()!r}")
+    return values
+
+
+def _pose_points_and_score(extra: Sequence[float], width: int, height: int, name: str,
+                           number: int) -> tuple[list[list[float]] | None, float | None]:
+    score = None
+    if len(extra) % 2 == 1:  # an odd count: the last value is the detector's confidence
+        score, extra = float(extra[-1]), extra[:-1]
+    if len(extra) not in (0, 2 * NUM_LANDMARKS, 3 * NUM_LANDMARKS):
+        raise LabelError(
+            f"{name}, line {number}: {len(extra) + (score is not None)} values after the box; expected none, a "
+            f"confidence, {2 * NUM_LANDMARKS} or {3 * NUM_LANDMARKS} (54 YOLO-pose landmarks), optionally followed by a confidence"
+        )
+    if score is not None and not 0.0 <= score <= 1.0:
+        raise LabelError(f"{name}, line {number}: the last value ({score:g}) is not a confidence in [0, 1]")
     if not extra:
-        return None
-    for per_point in (2, 3):
-        if len(extra) == NUM_LANDMARKS * per_point:
-            pts = np.asarray(extra, dtype=np.float64).reshape(NUM_LANDMARKS, per_point)[:, :2]
-            return (pts * [width, height]).round(4).tolist()
-    raise LabelError(
-        f"{name}, line {number}: {len(extra)} values after the box; expected none, "
-        f"{2 * NUM_LANDMARKS} or {3 * NUM_LANDMARKS} (54 YOLO-pose landmarks)"
-    )
+        return None, score
+    per_point = len(extra) // NUM_LANDMARKS
+    pts = np.asarray(extra, dtype=np.float64).reshape(NUM_LANDMARKS, per_point)
+    xy = pts[:, :2] * [width, height]
+    if per_point == 3:
+        xy[pts[:, 2] == 0] = np.nan  # YOLO-pose writes an unlabelled point as `0 0 0`
+    return xy.round(4).tolist(), score
 
 
 def parse_landmark_text(text: str, width: int, height: int, name: str = "<landmarks>") -> list[list[float]]:
@@ -171,7 +206,7 @@ def repair_track(frames: list[FrameLabels]) -> list[FrameLabels]:
             continue
         if len(f.faces) > 1:
             chosen = next(face for face in f.faces if face.bbox == resolved[i])
-            out.append(FrameLabels([Face(chosen.bbox, chosen.landmarks, "interpolated")], f.qc))
+            out.append(FrameLabels([Face(chosen.bbox, chosen.landmarks, "interpolated", chosen.score)], f.qc))
             continue
         if not known:
             out.append(f)

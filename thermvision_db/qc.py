@@ -25,10 +25,12 @@ def video_qc(video_id: str, qc: list[str], boxes: list[list[list[float]]], width
     return {
         "video_id": video_id,
         "frames": len(qc),
-        "labelled": sum(q != "missing" for q in qc),
+        "labelled": sum(bool(b) for b in boxes),
         "missing": sum(q == "missing" for q in qc),
         "multiple": sum(q == "multiple" for q in qc),
         "out_of_bounds": sum(q == "out_of_bounds" for q in qc),
+        "other_class": sum(q == "other_class" for q in qc),
+        "outside_image": sum(q == "outside_image" for q in qc),
         "mean_box_w": float(first[:, 2].mean() / width) if len(first) else float("nan"),
         "mean_box_h": float(first[:, 3].mean() / height) if len(first) else float("nan"),
         "max_centre_jump": float(jumps.max()) if len(jumps) else 0.0,

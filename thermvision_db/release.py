@@ -8,6 +8,7 @@ Zip members are read in place; nothing is ever extracted.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -120,15 +121,20 @@ class _ZipArchive:
 
     @cached_property
     def index(self) -> dict[str, str]:
-        """Member path relative to `<Gender> Subjects/` -> the name stored in the zip (any leading folder)."""
+        """Member path relative to `<Gender> Subjects/` -> the name stored in the zip (any leading folder).
+
+        Zips written on Windows by some tools store `\\` separators (against the zip specification): they are
+        indexed as `/`.
+        """
         marker = self.root + "/"
         out = {}
         for name in self._zip().namelist():
-            if name.endswith("/"):
+            normal = name.replace("\\", "/")
+            if normal.endswith("/"):
                 continue
-            at = name.find(marker)
+            at = normal.find(marker)
             if at >= 0:
-                out[name[at:]] = name
+                out[normal[at:]] = name
         if not out:
             raise SourceError(f"{self.path} holds no '{marker}' folder: is this the right archive?")
         return out
@@ -163,19 +169,40 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 class _FolderArchive:
     def __init__(self, path: Path):
         self.path = path  # the folder that holds `<Gender> Subjects/`
-        self._listings: dict[str, frozenset[str]] = {}
+        self._listings: dict[str, dict[str, tuple[int, int] | str]] = {}
 
-    def exists(self, member: str) -> bool:
-        """Looked up in one cached listing per folder: a video's 600 frame and label files cost one scandir."""
-        folder, _, name = member.rpartition("/")
+    def listing(self, folder: str) -> dict[str, tuple[int, int] | str]:
+        """One scandir per folder: file name -> (size, mtime_ns), or the reason a symbolic link is broken.
+
+        A video's 600 frame and label files cost one scandir; the cache key reuses the same sizes and times.
+        """
         listing = self._listings.get(folder)
         if listing is None:
+            listing = {}
             try:
-                listing = frozenset(e.name for e in os.scandir(self.path / folder) if e.is_file())
+                with os.scandir(self.path / folder) as entries:
+                    for entry in entries:
+                        try:
+                            stat = entry.stat()
+                        except OSError as err:
+                            if entry.is_symlink():
+                                listing[entry.name] = broken_link_reason(Path(entry.path), err)
+                            continue
+                        if not entry.is_dir():
+                            listing[entry.name] = (stat.st_size, stat.st_mtime_ns)
             except (FileNotFoundError, NotADirectoryError):
-                listing = frozenset()
+                pass
+            except OSError as err:
+                raise SourceError(f"{self.path / folder}: {broken_link_reason(self.path / folder, err)}") from err
             self._listings[folder] = listing
-        return name in listing
+        return listing
+
+    def exists(self, member: str) -> bool:
+        folder, _, name = member.rpartition("/")
+        found = self.listing(folder).get(name)
+        if isinstance(found, str):
+            raise SourceError(f"{self.path / member}: {found}")
+        return found is not None
 
     def read(self, member: str) -> bytes:
         return (self.path / member).read_bytes()
@@ -190,6 +217,15 @@ class _FolderArchive:
         self.__init__(state["path"])
 
 
+def broken_link_reason(path: Path, err: OSError) -> str:
+    """Say plainly why a path cannot be followed: a symbolic link loop, a dangling link, or the OS error."""
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop (the link points back to itself); remove or fix the link"
+    if path.is_symlink():
+        return f"a dangling symbolic link to {os.readlink(path)!r} (its target does not exist); remove or fix the link"
+    return f"cannot be read ({err.strerror or err})"
+
+
 class ReleaseSource:
     """Reads released members from a data folder holding the two zips, their extracted folders, or both.
 
@@ -199,6 +235,13 @@ class ReleaseSource:
     def __init__(self, data_dir: str | os.PathLike):
         self.data_dir = Path(data_dir).expanduser()
         if not self.data_dir.is_dir():
+            try:
+                self.data_dir.stat()
+            except FileNotFoundError:
+                if self.data_dir.is_symlink():
+                    raise SourceError(f"data_dir {self.data_dir}: {broken_link_reason(self.data_dir, OSError())}") from None
+            except OSError as err:
+                raise SourceError(f"data_dir {self.data_dir}: {broken_link_reason(self.data_dir, err)}") from err
             raise SourceError(f"data_dir {self.data_dir} is not a folder")
         self.archives: dict[str, list] = {}
         for gender, zip_name in ARCHIVES.items():
@@ -240,6 +283,27 @@ class ReleaseSource:
         """A file path when the member is extracted on disk (cheaper than bytes), else None."""
         archive = self._find(gender, member)
         return archive.local_path(member) if isinstance(archive, _FolderArchive) else None
+
+    def fingerprint(self, members: list[Member]) -> str:
+        """Cache key of the files `members`' rows come from: size and mtime of each, from the same listings the
+        loader reads (no hashing); a zip by its own size and mtime. A label corrected in place changes it."""
+        digest = hashlib.sha256()
+        for gender, archives in self.archives.items():
+            for archive in archives:
+                if isinstance(archive, _ZipArchive):
+                    stat = archive.path.stat()
+                    digest.update(f"zip:{archive.path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+                    continue
+                folders = set()
+                for member in members:
+                    if member.gender == gender:
+                        detection = member.labels_dir.rsplit("/", 1)[0]
+                        folders.update([member.video_member.rsplit("/", 1)[0], member.frames_dir, member.labels_dir,
+                                        *(f"{detection}/{name}" for name in ("landmarks", "Landmarks", "landmark"))])
+                for folder in sorted(folders):
+                    for name, stat in sorted(archive.listing(folder).items()):
+                        digest.update(f"{folder}/{name}:{stat}\n".encode())
+        return digest.hexdigest()[:16]
 
     def present_members(self, members: list[Member] | None = None) -> list[Member]:
         """Members whose video or frames folder is present (a partial copy or the miniature holds a subset)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,26 +28,88 @@ class VideoRecord:
 
     member: Member
     num_frames: int
-    fps: float
+    fps: float | None  # None when the MP4 was not needed (every PNG present)
     width: int
     height: int
     labels: list[FrameLabels]
     has_video: bool
+    video: video_io.VideoInfo | None = None
 
 
-def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool = False) -> VideoRecord:
-    """Probe the MP4 (or the PNGs when the MP4 is absent) and parse every frame's labels."""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
+def png_problem(head: bytes, tail: bytes) -> str | None:
+    """Why a frame file is not a complete PNG (from its first 8 and last 12 bytes), else None."""
+    if not head:
+        return "empty file"
+    if head[:8] != PNG_SIGNATURE:
+        return "not a PNG (wrong signature)"
+    if tail[-12:] != PNG_END:
+        return "truncated PNG (no IEND chunk at the end)"
+    return None
+
+
+def _local_png_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 12))
+            return png_problem(head, handle.read(12))
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+
+
+def video_name(source: ReleaseSource, member: Member) -> str:
+    """How errors name a video: its file, or `zip:member`."""
+    local = source.local_path(member.gender, member.video_member)
+    if local:
+        return local
+    archive = source._find(member.gender, member.video_member)
+    return f"{getattr(archive, 'path', source.data_dir)}:{member.video_member}"
+
+
+def probe_video(source: ReleaseSource, member: Member) -> video_io.VideoInfo:
+    try:
+        return video_io.probe(_video_input(source, member), name=video_name(source, member))
+    except video_io.VideoError as err:
+        raise SourceError(f"{member.video_id}: {err}") from err
+
+
+def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool = False,
+                      need_video: bool = False) -> VideoRecord:
+    """Frame count, size and every frame's labels, opening the MP4 only when PNG frames are not enough.
+
+    Frames whose PNGs exist never need the MP4 (a zero-byte or truncated one is then only warned about). The
+    count is the PNG count when every member frame has its PNG, else the video's decodable frames (edit-listed
+    frames do not count) and any PNGs beyond them; with `need_video` it is the video's.
+    """
     has_video = source.exists(member.gender, member.video_member)
-    if has_video:
-        info = video_io.probe(_video_input(source, member))
-        num_frames, fps, width, height = info.num_frames, info.fps, info.width, info.height
+    present = [i for i in range(member.num_frames) if source.exists(member.gender, member.frame_png(i))]
+    contiguous = bool(present) and present[-1] == len(present) - 1
+    info = None
+    if has_video and (need_video or len(present) < member.num_frames):
+        try:
+            info = probe_video(source, member)
+        except SourceError:
+            if need_video or not contiguous:
+                raise
+            logger.warning("%s: the MP4 is unreadable; its %d PNG frames are used", member.video_id, len(present))
+    if info is not None:
+        num_frames = info.num_frames if need_video else max(info.num_frames, present[-1] + 1 if present else 0)
+    elif present:
+        num_frames = present[-1] + 1
     else:
-        present = [i for i in range(member.num_frames) if source.exists(member.gender, member.frame_png(i))]
-        if not present:
-            raise SourceError(f"{member.video_id}: neither {member.video_member!r} nor its PNG frames are in {source.data_dir}")
-        num_frames, fps = present[-1] + 1, 30.0
-        with Image.open(io.BytesIO(source.read(member.gender, member.frame_png(present[0])))) as first:
-            width, height = first.size
+        raise SourceError(f"{member.video_id}: neither {member.video_member!r} nor its PNG frames are in {source.data_dir}")
+    size = _png_size(source, member, present)
+    if size is None:
+        if info is None and has_video:
+            info = probe_video(source, member)
+        if info is None:
+            raise SourceError(f"{member.video_id}: none of its PNG frames is readable and its MP4 is missing")
+        size = (info.width, info.height)
+    width, height = size
     if num_frames != member.num_frames:
         logger.info("%s: %d frames (the released video has %d)", member.video_id, num_frames, member.num_frames)
     labels = []
@@ -65,7 +128,20 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
         labels.append(frame)
     if repair_boxes:
         labels = repair_track(labels)
-    return VideoRecord(member, num_frames, fps, width, height, labels, has_video)
+    return VideoRecord(member, num_frames, info.fps if info else None, width, height, labels, has_video, info)
+
+
+def _png_size(source: ReleaseSource, member: Member, present: list[int]) -> tuple[int, int] | None:
+    """The size of the first readable PNG frame (its header only), or None."""
+    for i in present[:3]:
+        try:
+            local = source.local_path(member.gender, member.frame_png(i))
+            handle = open(local, "rb") if local else io.BytesIO(source.read(member.gender, member.frame_png(i)))
+            with handle, Image.open(handle) as first:
+                return first.size
+        except (OSError, SyntaxError, ValueError):  # PIL raises UnidentifiedImageError (an OSError) on non-images
+            continue
+    return None
 
 
 def _landmark_folder(source: ReleaseSource, member: Member) -> str | None:
@@ -81,24 +157,17 @@ def _video_input(source: ReleaseSource, member: Member):
 
 
 def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False, backend: str = "pyav") -> Iterator[tuple[str, dict]]:
-    """(key, row) for every frame; a frame whose PNG is missing is decoded from the MP4 instead."""
+    """(key, row) for every frame; a frame whose PNG is missing or broken is decoded from the MP4 instead."""
     record = read_video_record(source, member, repair_boxes)
-    decoded: np.ndarray | None = None
+    frames = _MP4Frames(source, member, backend)
     for i, frame in enumerate(record.labels):
         png = member.frame_png(i)
-        local = source.local_path(member.gender, png)  # None when absent or inside a zip
-        if local is not None:
-            image = {"path": local, "bytes": None}
-        elif source.exists(member.gender, png):
-            image = {"path": png.rsplit("/", 1)[-1], "bytes": source.read(member.gender, png)}
-        else:
-            if not record.has_video:
-                raise SourceError(f"{member.video_id}: frame {i} has no PNG and the video {member.video_member!r} is missing")
-            if decoded is None:
-                decoded = video_io.read_frames(_video_input(source, member), backend=backend)
+        image, problem = _png_image(source, member, png)
+        if image is None:
+            pixels = frames.get(i, problem)
             buffer = io.BytesIO()
-            Image.fromarray(decoded[i]).save(buffer, format="PNG", compress_level=1)  # fast: decoded right after
-            image = {"path": f"frame_{i:04d}.png", "bytes": buffer.getvalue()}
+            Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # fast: decoded right after
+            image = {"path": png, "bytes": buffer.getvalue()}
         yield f"{member.video_id}/{i:04d}", {
             "image": image,
             **identity_columns(member),
@@ -111,14 +180,58 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
         }
 
 
+def _png_image(source: ReleaseSource, member: Member, png: str) -> tuple[dict | None, str]:
+    """The row's image for a PNG member (a path when extracted, else bytes), or None and why it is unusable.
+
+    The member path (unique per frame) names in-archive images, so exports never see two frames with one name.
+    """
+    if not source.exists(member.gender, png):
+        return None, f"frame {png!r} has no PNG"
+    local = source.local_path(member.gender, png)
+    if local is not None:
+        problem = _local_png_problem(local)
+        image = {"path": local, "bytes": None}
+    else:
+        data = source.read(member.gender, png)
+        problem = png_problem(data[:8], data[-12:])
+        image = {"path": png, "bytes": data}
+    if problem is None:
+        return image, ""
+    logger.warning("%s: %s; the frame is decoded from the MP4 instead", local or png, problem)
+    return None, f"{local or png}: {problem}"
+
+
+class _MP4Frames:
+    """The video's frames, decoded once on the first frame that needs them; errors name the video."""
+
+    def __init__(self, source: ReleaseSource, member: Member, backend: str):
+        self.source, self.member, self.backend = source, member, backend
+        self.decoded: np.ndarray | None = None
+
+    def get(self, index: int, why: str) -> np.ndarray:
+        member = self.member
+        if not self.source.exists(member.gender, member.video_member):
+            raise SourceError(f"{member.video_id}: {why} and the video {member.video_member!r} is missing")
+        name = video_name(self.source, member)
+        if self.decoded is None:
+            try:
+                self.decoded = video_io.read_frames(_video_input(self.source, member), backend=self.backend, name=name)
+            except video_io.VideoError as err:
+                raise SourceError(f"{member.video_id}: {why}, and the video cannot replace it: {err}") from err
+        if index >= len(self.decoded):
+            raise SourceError(f"{member.video_id}: {why}, and frame {index} cannot be decoded from {name} "
+                              f"(it decodes {len(self.decoded)} frames)")
+        return self.decoded[index]
+
+
 def video_row(source: ReleaseSource, member: Member, repair_boxes: bool = False) -> tuple[str, dict]:
     """(key, row) for one video: the MP4 (a path when extracted, bytes from a zip) and per-frame labels."""
-    record = read_video_record(source, member, repair_boxes)
-    if not record.has_video:
+    if not source.exists(member.gender, member.video_member):
         raise SourceError(f"{member.video_id}: the video {member.video_member!r} is not in {source.data_dir}")
+    record = read_video_record(source, member, repair_boxes, need_video=True)
     local = source.local_path(member.gender, member.video_member)
     video = {"path": local, "bytes": None} if local else {
-        "path": member.video_member.rsplit("/", 1)[-1], "bytes": source.read(member.gender, member.video_member)}
+        "path": member.video_member, "bytes": source.read(member.gender, member.video_member)}
     return member.video_id, {
         "video": video,
         **identity_columns(member),
