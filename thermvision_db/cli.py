@@ -58,15 +58,25 @@ def _verify(args) -> int:
     if short:
         print(f"videos without their MP4 (frames only): {', '.join(short)}")
     table = release_qc(source, present, progress=not args.quiet)
-    flagged = table[(table.missing > 0) | (table.multiple > 0) | (table.out_of_bounds > 0)]
+    flagged = table[(table.missing > 0) | (table.multiple > 0) | (table.out_of_bounds > 0) | (table.other_class > 0)
+                    | (table.outside_image > 0)]
     print(f"label QC: {int(table.labelled.sum()):,} of {int(table.frames.sum()):,} frames labelled; "
           f"{int(table.missing.sum())} missing, {int(table.multiple.sum())} multiple, {int(table.out_of_bounds.sum())} out of bounds "
           f"(the full release has {RELEASED_MISSING} missing and {RELEASED_MULTIPLE} multiple)")
     if len(flagged):
-        print(flagged[["video_id", "frames", "missing", "multiple", "out_of_bounds"]].to_string(index=False))
+        print(flagged[["video_id", "frames", "missing", "multiple", "out_of_bounds", "other_class", "outside_image"]]
+              .to_string(index=False))
     if args.report:
         table.to_csv(args.report, index=False)
         print(f"wrote {args.report}")
+    if args.deep:
+        from thermvision_db.qc import deep_check
+
+        bad = deep_check(source, present, progress=not args.quiet)
+        for name, problem in bad:
+            print(f"BAD {name}: {problem}")
+        print(f"deep check: every PNG frame and MP4 decoded; {len(bad)} bad file(s)")
+        problems += len(bad)
     return 1 if problems else 0
 
 
@@ -127,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir")
     p.add_argument("--no-checksums", action="store_true", help="skip hashing the zips (about 20 GiB)")
     p.add_argument("--report", help="write the per-video QC table as CSV")
+    p.add_argument("--deep", action="store_true", help="decode every PNG frame and MP4 and name each bad file (slow)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_verify)
 

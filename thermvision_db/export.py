@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
+from thermvision_db.export_parquet import export_parquet
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
 
@@ -58,14 +60,36 @@ def flip_index() -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- rows
+def is_generated_corpus(folder: str | os.PathLike) -> bool:
+    """A folder written by the generator (run.json or identities/), as opposed to the released corpus."""
+    from thermvision_db.generated import IDENTITIES_DIR, RUN_FILE
+
+    return (Path(folder) / RUN_FILE).is_file() or (Path(folder) / IDENTITIES_DIR).is_dir()
+
+
+GENERATED_CONFIG = {"frames": "synthetic", "videos": "synthetic_videos", "synthetic": "synthetic",
+                    "synthetic_videos": "synthetic_videos"}
+
+
 def load_rows(data_dir: str | os.PathLike, config: str = "frames", split: str | None = None,
               cache_dir: str | None = None, **config_kwargs) -> datasets.DatasetDict:
-    """The loader's rows for `config` as a DatasetDict (one split when `split` is given)."""
+    """The loader's rows for `config` as a DatasetDict (one split when `split` is given).
+
+    A generated corpus folder is read through the `synthetic` configurations (same schema): `frames` means
+    `synthetic`, `videos` means `synthetic_videos`.
+    """
     if not Path(data_dir).exists():
         raise ExportError(f"data folder {data_dir} does not exist; give the folder holding the zips or their extracted folders")
     from thermvision_db.api import load_dataset
 
-    loaded = load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    if is_generated_corpus(data_dir):
+        if config not in GENERATED_CONFIG:
+            raise ExportError(f"{data_dir} is a generated corpus: it has frames and videos, not {config!r}")
+        config_kwargs.pop("repair_boxes", None)  # generated labels are complete: nothing to repair
+        loaded = load_dataset("thermvision_db", GENERATED_CONFIG[config], output_dir=str(data_dir),
+                              cache_dir=cache_dir, **config_kwargs)
+    else:
+        loaded = load_dataset("thermvision_db", config, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
     if split is None:
         return loaded
     if split not in loaded:
@@ -96,12 +120,19 @@ def coco_categories() -> list[dict]:
     }]
 
 
+def _labelled(x, y) -> bool:
+    return x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+
+
 def coco_keypoints(landmarks: list[list[float]] | None) -> tuple[list[float], int]:
-    """Flat [x, y, v] * 54 and the visible count; v=2 (labelled, visible) where landmarks exist, else all zero."""
+    """Flat [x, y, v] * 54 and the labelled count (COCO `num_keypoints`): v=2 for a labelled point, `0, 0, 0`
+    for an unlabelled one (NaN in the rows) and for every point of a face without landmarks."""
     if landmarks is None:
         return [0.0] * (3 * NUM_LANDMARKS), 0
-    flat = [v for x, y in landmarks for v in (float(x), float(y), 2)]
-    return flat, len(landmarks)
+    flat = []
+    for x, y in landmarks:
+        flat += [float(x), float(y), 2] if _labelled(x, y) else [0.0, 0.0, 0]
+    return flat, sum(1 for x, y in landmarks if _labelled(x, y))
 
 
 def export_coco(rows: datasets.DatasetDict, out: Path, progress: bool = True) -> list[Path]:
@@ -121,7 +152,7 @@ def export_coco(rows: datasets.DatasetDict, out: Path, progress: bool = True) ->
                 x, y, w, h = (float(v) for v in face["bbox"])
                 keypoints, visible = coco_keypoints(face["landmarks"])
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": FACE_CATEGORY_ID,
-                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "segmentation": [],
                                     "keypoints": keypoints, "num_keypoints": visible})
         document = {"info": {"description": "ThermVision-DB frames, SF-TL54 keypoints", "version": "1.0"},
                     "images": images, "annotations": annotations, "categories": coco_categories()}
@@ -133,14 +164,13 @@ def export_coco(rows: datasets.DatasetDict, out: Path, progress: bool = True) ->
 
 # ---------------------------------------------------------------------------------------------- YOLO
 def yolo_line(face: dict, width: int, height: int, pose: bool) -> str:
-    """`0 xc yc w h` normalised; YOLO-pose appends 54 `x y v` triples (v=2 labelled, 0 with x=y=0 if absent)."""
+    """`0 xc yc w h` normalised; YOLO-pose appends 54 `x y v` triples (v=2 labelled; `0 0 0` for an unlabelled
+    point, as YOLO-pose writers do)."""
     x, y, w, h = (float(v) for v in face["bbox"])
     values = [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height]
     if pose:
-        if face["landmarks"] is None:
-            values += [0.0] * (3 * NUM_LANDMARKS)
-        else:
-            values += [v for px, py in face["landmarks"] for v in (px / width, py / height, 2)]
+        for px, py in face["landmarks"] or [(None, None)] * NUM_LANDMARKS:
+            values += [px / width, py / height, 2] if _labelled(px, py) else [0.0, 0.0, 0]
     return "0 " + " ".join(f"{v:.6f}" if not isinstance(v, int) else str(v) for v in values)
 
 
@@ -157,68 +187,33 @@ def export_yolo(rows: datasets.DatasetDict, out: Path, pose: bool, progress: boo
             atomic_write_bytes(out / "images" / split / f"{stem}.png", _png_bytes(picture))
             lines = [yolo_line(face, picture.width, picture.height, pose) for face in _faces(row)]
             atomic_write_text(out / "labels" / split / f"{stem}.txt", "".join(line + "\n" for line in lines))
-    data = {"path": str(out.resolve()), **{_yolo_split_name(s): f"images/{s}" for s in rows}, "names": {0: "face"}}
+    data = {"path": "", **yolo_splits(list(rows)), "names": {0: "face"}}
     if pose:
         data["kpt_shape"] = [NUM_LANDMARKS, 3]
         data["flip_idx"] = flip_index()
         data["kpt_names"] = {0: list(SFTL54_NAMES)}
     path = out / "data.yaml"
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(path, YOLO_YAML_HEADER + yaml.safe_dump(data, sort_keys=False))
     return [path]
 
 
-# ---------------------------------------------------------------------------------------------- Parquet + card
-def _embedded(dataset: datasets.Dataset) -> datasets.Dataset:
-    """Copy image files referenced by path into the rows, so the Parquet files stand alone."""
-    from datasets.table import embed_table_storage
-
-    return dataset.with_format("arrow").map(embed_table_storage, batched=True, batch_size=256,
-                                            keep_in_memory=True).with_format(None)
+YOLO_YAML_HEADER = (
+    "# path is empty on purpose: ultralytics then resolves train/val/test against this file's folder, so the\n"
+    "# export can be moved or copied. `val` is the validation split, else test, else train (ultralytics needs one).\n"
+)
 
 
-def parquet_card(config: str, rows: datasets.DatasetDict, shard_paths: dict[str, str]) -> str:
-    """README.md whose YAML declares `configs:` (data_files per split) and `dataset_info` with the typed features."""
-    from datasets.utils.metadata import MetadataConfigs
-
-    card_data = datasets.DatasetCardData() if hasattr(datasets, "DatasetCardData") else None
-    if card_data is None:
-        from huggingface_hub import DatasetCardData
-
-        card_data = DatasetCardData()
-    first = next(iter(rows.values()))
-    splits = datasets.SplitDict()
-    for name, dataset in rows.items():
-        splits.add(datasets.SplitInfo(name=name, num_examples=len(dataset)))
-    info = datasets.DatasetInfo(features=first.features, splits=splits)
-    datasets.info.DatasetInfosDict({config: info}).to_dataset_card_data(card_data)
-    MetadataConfigs({config: {"data_files": [{"split": s, "path": p} for s, p in shard_paths.items()]}}).to_dataset_card_data(card_data)
-    card_data.license = "other"
-    card_data.pretty_name = "ThermVision-DB (Parquet export)"
-    body = ("# ThermVision-DB, Parquet export\n\n"
-            f"Exported by `thermvision-db export --format parquet` (configuration `{config}`). Load it without any "
-            f"project code: `datasets.load_dataset(\"<this folder or repo>\", \"{config}\")`. Every field, its units and "
-            "origin, the identity-disjoint splits, known issues and the licence stack (non-commercial) are described in "
-            "the project's `dataset_card.md`.\n")
-    return f"---\n{card_data.to_yaml()}\n---\n\n{body}"
+def yolo_splits(splits: list[str]) -> dict[str, str]:
+    """`train`, `val` (always: ultralytics refuses a data.yaml without it) and `test` when exported."""
+    folders = {_yolo_split_name(s): f"images/{s}" for s in splits}
+    out = {"train": folders.get("train") or next(iter(folders.values()))}
+    out["val"] = folders.get("val") or folders.get("test") or out["train"]
+    if "test" in folders:
+        out["test"] = folders["test"]
+    return out
 
 
-def export_parquet(rows: datasets.DatasetDict, out: Path, config: str = "frames", progress: bool = True) -> list[Path]:
-    """`<config>/<split>-00000-of-00001.parquet` with images embedded, plus the README.md card."""
-    shard_paths, written = {}, []
-    for split, dataset in tqdm(rows.items(), desc="parquet", disable=not progress):
-        relative = f"{config}/{split}-00000-of-00001.parquet"
-        target = out / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        _embedded(dataset).to_parquet(str(tmp))
-        os.replace(tmp, target)
-        shard_paths[split] = relative
-        written.append(target)
-    readme = out / "README.md"
-    atomic_write_text(readme, parquet_card(config, rows, shard_paths))
-    return written + [readme]
-
-
+# ---------------------------------------------------------------------------------------------- Hub
 def push_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
     """Upload an exported folder as a dataset repo; a clear error when the Hub cannot be reached."""
     try:
@@ -253,7 +248,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, config
     """Export `config` rows of the corpus in `data_dir` as `fmt` under `out`; returns the files written."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt != "parquet" and config != "frames":
+    if fmt != "parquet" and config not in ("frames", "synthetic"):
         raise ExportError(f"format {fmt!r} exports frame rows; use --config frames (or --format parquet for {config!r})")
     rows = load_rows(data_dir, config, split=split, cache_dir=cache_dir, **config_kwargs)
     out = Path(out)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from thermvision_db.release import SourceError
+from thermvision_db.release import ARCHIVES, GENDER_ROOT, MEMBERS, SourceError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _CATEGORY_WORDS = [
@@ -40,19 +40,31 @@ def gender_of(path: Path) -> str | None:
     return None
 
 
+# `Female Subjects/Set 1 Cropped Headpose Variations` names a head-pose category word but holds video frames
+VIDEO_SET_FOLDERS = frozenset(m.video_member.split("/")[1] for m in MEMBERS)
+
+
 def category_folders(data_dir: Path) -> list[tuple[str, Path]]:
-    """Category folders directly under `data_dir`, or one level down (e.g. `2D images/Beard`)."""
+    """Category folders directly under `data_dir`, or one level down (e.g. `2D images/Beard`).
+
+    The released video trees (`Female Subjects/Set 1 ...`) are never taken for stills: their frames are not
+    2D images, and a folder holding only them is refused.
+    """
     found = []
-    for level in (data_dir, *sorted(p for p in data_dir.iterdir() if p.is_dir())):
+    levels = [p for p in sorted(data_dir.iterdir()) if p.is_dir() and p.name not in GENDER_ROOT.values()]
+    for level in (data_dir, *levels):
         for folder in sorted(p for p in level.iterdir() if p.is_dir()):
             category = category_of(folder.name)
-            if category is not None:
+            if category is not None and folder.name not in VIDEO_SET_FOLDERS:
                 found.append((category, folder))
         if found:
             return found
+    videos = [name for name in (*GENDER_ROOT.values(), *ARCHIVES.values()) if (data_dir / name).exists()]
+    hint = (f" {data_dir} holds the released videos ({', '.join(videos)}): their frames are the `frames` "
+            "configuration; the 2D stills are a separate download.") if videos else ""
     raise SourceError(
         f"no 2D image category folders under {data_dir}: expected folders named like "
-        "'Frontal pose', 'Facial accessories', 'Beard', 'Mix', 'Head poses'"
+        f"'Frontal pose', 'Facial accessories', 'Beard', 'Mix', 'Head poses'.{hint}"
     )
 
 

@@ -44,3 +44,42 @@ def release_qc(source: ReleaseSource, members: list[Member], progress: bool = Tr
         rows.append(video_qc(member.video_id, [f.qc for f in record.labels],
                              [[face.bbox for face in f.faces] for f in record.labels], record.width, record.height))
     return pd.DataFrame(rows)
+
+
+def deep_check(source: ReleaseSource, members: list[Member], progress: bool = True) -> list[tuple[str, str]]:
+    """Decode every PNG frame and every MP4 in full: (file, problem) for each one that fails.
+
+    The load itself only checks a PNG's signature and end chunk and never decodes an MP4 it does not need;
+    this is the slow, complete check behind `thermvision-db verify --deep`.
+    """
+    import io
+
+    from PIL import Image
+
+    from thermvision_db import video as video_io
+    from thermvision_db.released_rows import _video_input, video_name
+
+    problems = []
+    for member in tqdm(members, desc="decoding", disable=not progress):
+        for i in range(member.num_frames):
+            png = member.frame_png(i)
+            if not source.exists(member.gender, png):
+                continue
+            name = source.local_path(member.gender, png) or png
+            try:
+                with Image.open(io.BytesIO(source.read(member.gender, png))) as image:
+                    if image.format != "PNG":
+                        raise ValueError(f"a {image.format} image, not a PNG")
+                    image.load()
+            except Exception as err:  # PIL raises many types on damaged files; each is reported, none stops the run
+                problems.append((name, f"{type(err).__name__}: {err}"))
+        if source.exists(member.gender, member.video_member):
+            name = video_name(source, member)
+            try:
+                info = video_io.probe(_video_input(source, member), name=name)
+                decoded = sum(1 for _ in video_io.iter_frames(_video_input(source, member), name=name))
+                if decoded != info.num_frames:
+                    problems.append((name, f"decodes {decoded} frames, its packets promise {info.num_frames}"))
+            except Exception as err:
+                problems.append((name, f"{type(err).__name__}: {err}"))
+    return problems

@@ -58,7 +58,7 @@ def test_coco_round_trip(tiny, loader_rows, hf_cache, tmp_path):
         assert all(1 <= a <= 54 and 1 <= b <= 54 for a, b in category["skeleton"])
         by_image = {image["id"]: [] for image in document["images"]}
         for ann in document["annotations"]:
-            assert ann["iscrowd"] == 0 and ann["area"] == pytest.approx(ann["bbox"][2] * ann["bbox"][3])
+            assert ann["segmentation"] == [] and ann["iscrowd"] == 0 and ann["area"] == pytest.approx(ann["bbox"][2] * ann["bbox"][3])
             points = np.asarray(ann["keypoints"], dtype=float).reshape(NUM_LANDMARKS, 3)
             assert ann["num_keypoints"] == 54 and set(points[:, 2]) == {2.0}
             by_image[ann["image_id"]].append((ann["bbox"], points[:, :2].tolist()))
@@ -127,7 +127,8 @@ def test_parquet_loads_with_plain_datasets_and_typed_features(tiny, loader_rows,
     readme = (tmp_path / "pq" / "README.md").read_text()
     assert readme.startswith("---\n") and "configs:" in readme and "config_name: frames" in readme
     # images are embedded: the Parquet shards stand alone, without the corpus folder
-    table = pq.read_table(tmp_path / "pq" / "frames" / "train-00000-of-00001.parquet")
+    (shard,) = (tmp_path / "pq" / "frames").glob("train-00000-of-00001-*.parquet")
+    table = pq.read_table(shard)
     assert all(cell["bytes"] for cell in table.column("image").to_pylist())
     ds = datasets.load_dataset(str(tmp_path / "pq"), "frames", cache_dir=str(tmp_path / "cache"))
     assert sorted(ds) == ["train", "validation"]
