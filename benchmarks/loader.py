@@ -4,8 +4,11 @@
    PNG is missing via PyAV from the MP4). Target: the loader reaches at least 0.8 of raw.
 2. Peak memory (RSS) of a full pass over `frames` (prepare the Arrow cache, then read every row with its
    image) for corpora of 4, 8 and 16 identities, each pass in a fresh process. Target: flat.
+3. Cost of the cache key (size + mtime of every file the rows come from) on a full-size extracted layout:
+   the 100 member videos, 30,200 PNG frames and 30,200 label files. Baseline: the label pass every load makes
+   on a cold cache (list, read and parse all 30,200 label files). Target: well under that pass.
 
-    python benchmarks/loader.py [--frames 60] [--size 512]
+    python benchmarks/loader.py [--frames 60] [--size 512] [--key-only]
 """
 
 from __future__ import annotations
@@ -95,11 +98,57 @@ def memory(sizes, frames: int, size: int, tmp: Path) -> list[dict]:
     return results
 
 
+def full_layout(root: Path) -> int:
+    """Every member's folders and files at release count; PNGs are a valid 8x8 image, MP4s a few bytes
+    (the key never opens a file, it reads the listings)."""
+    import io as _io
+
+    from thermvision_db.miniature import face_box
+    from thermvision_db.labels import coco_to_yolo
+    from thermvision_db.release import MEMBERS
+
+    buffer = _io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    files = 0
+    for member in MEMBERS:
+        for folder in (member.frames_dir, member.labels_dir):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / member.video_member).write_bytes(b"\x00" * 64)
+        for i in range(member.num_frames):
+            (root / member.frame_png(i)).write_bytes(png)
+            box = face_box(i, member.num_frames, 512, member.set, member.subject)
+            (root / member.label_txt(i)).write_text("0 " + " ".join(f"{v:g}" for v in coco_to_yolo(box, 512, 512)) + "\n")
+            files += 2
+    return files
+
+
+def cache_key_cost(tmp: Path, repeats: int = 3) -> dict:
+    from thermvision_db.api import _released_fingerprint
+    from thermvision_db.release import ReleaseSource
+    from thermvision_db.released_rows import read_video_record
+
+    root = tmp / "full"
+    files = full_layout(root)
+    key_times, label_times = [], []
+    for _ in range(repeats):  # interleaved; fresh sources, so no listing is reused between the two
+        t = time.perf_counter()
+        _released_fingerprint("frames", root)
+        key_times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        source = ReleaseSource(root)
+        frames = sum(read_video_record(source, m).num_frames for m in source.present_members())
+        label_times.append(time.perf_counter() - t)
+    return {"files": files, "frames": frames, "key_s": min(key_times), "labels_s": min(label_times),
+            "ratio": min(key_times) / min(label_times)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60, help="frames per video")
     parser.add_argument("--size", type=int, default=512, help="frame size (the release is 512)")
     parser.add_argument("--identities", type=int, default=4)
+    parser.add_argument("--key-only", action="store_true", help="only the cache-key cost on the full-size layout")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -114,6 +163,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPU cores; {sys.version.split()[0]}; datasets {datasets.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        key = cache_key_cost(tmp)
+        print(f"cache key on the full-size layout ({key['frames']:,} frames, {key['files']:,} PNG + label files): "
+              f"{key['key_s']:.2f} s; the cold-cache label pass {key['labels_s']:.2f} s -> ratio {key['ratio']:.2f}")
+        if args.key_only:
+            return
         corpus = write_miniature(tmp / "speed", identities=args.identities, frames_per_video=args.frames, size=args.size,
                                  zips=False, missing_png={f"{m}_S1": (1, 2) for m in ("F_01", "M_01")})
         result = throughput(corpus)

@@ -168,7 +168,7 @@ def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("generated")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("THERMVISION_CACHE", str(tmp_path_factory.mktemp("hash_cache")))
-        summary = GenerationPipeline(GenerationSettings(motion="head_pose=5,expression=10", still_batch=1), out,
+        summary = GenerationPipeline(GenerationSettings(motion="head_pose=5,expression=10", still_batch=1, still_steps=2), out,
                                      device="cpu", progress=False).run(1)
     assert summary.failures == []
     return out
