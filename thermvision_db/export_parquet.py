@@ -30,19 +30,28 @@ def media_column(features: datasets.Features) -> str:
 
 
 def _row_media_bytes(dataset: datasets.Dataset) -> list[int]:
-    """Bytes each row's image or video will take once embedded (file size for a path, length for bytes)."""
-    column = dataset.data.column(media_column(dataset.features)).combine_chunks()
+    """Bytes each row's image or video will take once embedded (file size for a path, length for bytes).
+
+    Read chunk by chunk with Arrow's own lengths: the memory-mapped bytes are never copied into Python.
+    """
+    import pyarrow.compute as pc
+
+    column = dataset.data.column(media_column(dataset.features))
+    if dataset._indices is not None:  # a selection: take the rows it points at
+        column = column.take(dataset._indices.column(0))
     sizes = []
-    for item in column.to_pylist():
-        if item is None:
-            sizes.append(0)
-        elif item.get("bytes") is not None:
-            sizes.append(len(item["bytes"]))
-        else:
-            try:
-                sizes.append(os.path.getsize(item["path"]))
-            except (OSError, TypeError):
+    for chunk in column.chunks:
+        lengths = pc.binary_length(chunk.field("bytes")).to_pylist()
+        for length, path, valid in zip(lengths, chunk.field("path").to_pylist(), chunk.is_valid().to_pylist()):
+            if not valid:
                 sizes.append(0)
+            elif length is not None:
+                sizes.append(length)
+            else:
+                try:
+                    sizes.append(os.path.getsize(path))
+                except (OSError, TypeError):
+                    sizes.append(0)
     return sizes
 
 
