@@ -103,8 +103,8 @@ def full_layout(root: Path) -> int:
     (the key never opens a file, it reads the listings)."""
     import io as _io
 
-    from thermvision_db.miniature import face_box
     from thermvision_db.labels import coco_to_yolo
+    from thermvision_db.miniature import face_box
     from thermvision_db.release import MEMBERS
 
     buffer = _io.BytesIO()

@@ -20,8 +20,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
-from thermvision_db.export_parquet import export_parquet
 from thermvision_db.errors import ThermVisionError
+from thermvision_db.export_parquet import export_parquet
 from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
 
 FORMATS = ("coco", "yolo", "yolo-pose", "parquet")

@@ -71,7 +71,7 @@ def deep_check(source: ReleaseSource, members: list[Member], progress: bool = Tr
                     if image.format != "PNG":
                         raise ValueError(f"a {image.format} image, not a PNG")
                     image.load()
-            except Exception as err:  # PIL raises many types on damaged files; each is reported, none stops the run
+            except Exception as err:  # noqa: BLE001 - PIL raises many types on damaged files; each is reported, none stops the run
                 problems.append((name, f"{type(err).__name__}: {err}"))
         if source.exists(member.gender, member.video_member):
             name = video_name(source, member)
@@ -80,6 +80,6 @@ def deep_check(source: ReleaseSource, members: list[Member], progress: bool = Tr
                 decoded = sum(1 for _ in video_io.iter_frames(_video_input(source, member), name=name))
                 if decoded != info.num_frames:
                     problems.append((name, f"decodes {decoded} frames, its packets promise {info.num_frames}"))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - every failure is reported by name
                 problems.append((name, f"{type(err).__name__}: {err}"))
     return problems

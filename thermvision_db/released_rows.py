@@ -16,7 +16,12 @@ import numpy as np
 from PIL import Image
 
 from thermvision_db import video as video_io
-from thermvision_db.labels import FrameLabels, parse_landmark_text, parse_yolo_text, repair_track
+from thermvision_db.labels import (
+    FrameLabels,
+    parse_landmark_text,
+    parse_yolo_text,
+    repair_track,
+)
 from thermvision_db.release import Member, ReleaseSource, SourceError
 
 logger = logging.getLogger(__name__)
@@ -136,8 +141,7 @@ def _png_size(source: ReleaseSource, member: Member, present: list[int]) -> tupl
     for i in present[:3]:
         try:
             local = source.local_path(member.gender, member.frame_png(i))
-            handle = open(local, "rb") if local else io.BytesIO(source.read(member.gender, member.frame_png(i)))
-            with handle, Image.open(handle) as first:
+            with Image.open(local or io.BytesIO(source.read(member.gender, member.frame_png(i)))) as first:
                 return first.size
         except (OSError, SyntaxError, ValueError):  # PIL raises UnidentifiedImageError (an OSError) on non-images
             continue

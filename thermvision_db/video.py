@@ -109,7 +109,7 @@ def probe(source: VideoSource, name: str | None = None) -> VideoInfo:
 
 
 def _quarter_turns(degrees: float | None) -> int:
-    return int(round((degrees or 0) / 90)) % 4
+    return round((degrees or 0) / 90) % 4
 
 
 def _rotate(frame: np.ndarray, quarter_turns: int) -> np.ndarray:

@@ -42,7 +42,7 @@ def draw_annotations(
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
         for point in face.get("landmarks") or []:
             px, py = point
-            if px is None or py is None or px != px or py != py:  # an unlabelled point (NaN) is not drawn
+            if px is None or py is None or math.isnan(px) or math.isnan(py):  # an unlabelled point is not drawn
                 continue
             r = max(1, width)
             draw.ellipse([px - r, py - r, px + r, py + r], fill=(255, 60, 60))

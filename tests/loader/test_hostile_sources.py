@@ -58,7 +58,7 @@ def _encode(path, frames, rotation=0, lead_in=0):
     with av.open(tmp) as source, av.open(str(path), "w", format="mp4") as target:
         src = source.streams.video[0]
         out = target.add_stream_from_template(src)
-        shift = int(round(lead_in / 30 / src.time_base))
+        shift = round(lead_in / 30 / src.time_base)
         for packet in source.demux(src):
             if packet.dts is None:
                 continue
@@ -153,6 +153,8 @@ def test_broken_pngs_come_from_the_mp4_and_deep_verify_names_them(tmp_path, hf_c
     corpus = _corpus(tmp_path, frames=4)
     member = _member(corpus)
     originals = _originals(corpus)
+    assert main(["verify", str(corpus.root), "--no-checksums", "--deep", "-q"]) == 0  # clean before the damage
+    assert "0 bad file(s)" in capsys.readouterr().out
     truncated = corpus.root / member.frame_png(1)
     truncated.write_bytes(truncated.read_bytes()[:60])  # an interrupted copy
     jpeg = corpus.root / member.frame_png(2)
