@@ -297,9 +297,8 @@ class ReleaseSource:
                 folders = set()
                 for member in members:
                     if member.gender == gender:
-                        detection = member.labels_dir.rsplit("/", 1)[0]
                         folders.update([member.video_member.rsplit("/", 1)[0], member.frames_dir, member.labels_dir,
-                                        *(f"{detection}/{name}" for name in ("landmarks", "Landmarks", "landmark"))])
+                                        *(path.rsplit("/", 1)[0] for path in member.landmark_candidates(0))])
                 for folder in sorted(folders):
                     for name, stat in sorted(archive.listing(folder).items()):
                         digest.update(f"{folder}/{name}:{stat}\n".encode())
