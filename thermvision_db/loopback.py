@@ -69,8 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool):
         path = unquote(urlsplit(self.path).path)
         hub = self.server.hub_repo
-        if hub and path.startswith(f"/api/datasets/{hub}/"):
-            return self._hub_api(path[len(f"/api/datasets/{hub}/"):])
+        api = f"/api/datasets/{hub}"
+        if hub and (path == api or path.startswith(api + "/")):
+            return self._hub_api(path[len(api) + 1:])
         if hub:
             prefix = f"/datasets/{hub}/resolve/"
             if not path.startswith(prefix):
@@ -125,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _hub_api(self, rest: str):
         root = self.server.root
-        if rest.startswith("revision/"):
+        if rest == "" or rest.startswith("revision/"):
             siblings = [{"rfilename": p.name} for p in sorted(root.iterdir()) if p.is_file()]
             return self._send_json(200, {"id": self.server.hub_repo, "sha": HUB_SHA, "siblings": siblings, "private": False})
         if rest.startswith("tree/"):

@@ -109,11 +109,11 @@ def verify_url(url: str, print_=print) -> int:
     return problems
 
 
-def download_release(url: str, dest: str | os.PathLike, progress: bool = True) -> Path:
+def download_release(url: str, dest: str | os.PathLike, progress: bool = True, chunk: int = 8 << 20) -> Path:
     """Copy the zips at `url` into `dest`, resuming a `.incomplete` file; the Hub uses huggingface_hub's download."""
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
-    if url.startswith(f"hf://datasets/{HUB_REPO_ID}") and url.rstrip("/").endswith(HUB_REPO_ID):
+    if url.rstrip("/") == f"hf://datasets/{HUB_REPO_ID}":  # huggingface_hub resumes and verifies its downloads
         from huggingface_hub import hf_hub_download
 
         for name in ARCHIVES.values():
@@ -127,7 +127,7 @@ def download_release(url: str, dest: str | os.PathLike, progress: bool = True) -
                 raise
             logger.warning("%s", err)
             continue
-        _resume_copy(reader, dest / name, progress)
+        _resume_copy(reader, dest / name, progress, chunk)
     return dest
 
 

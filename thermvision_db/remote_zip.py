@@ -2,8 +2,8 @@
 
 The central directory is fetched once and kept on disk beside the `datasets` cache, keyed by the archive's
 sha256 or ETag; after that only the bytes of the members a row needs travel. Members of one folder sit next
-to each other in the archive, so a read also fetches the following members of the same folder (a bounded
-window): a video's 354 label files cost one request, not 354. Python's `zipfile` parses everything (zip64,
+to each other in the archive, so a read also fetches the following members of the same folder and kind (a
+bounded window): a video's 354 label files cost one request, not 354. Python's `zipfile` parses everything (zip64,
 CRC checks, compression methods) from a sparse file that holds only the fetched byte ranges.
 """
 
@@ -33,6 +33,7 @@ ENV_RETRY_WAIT = "THERMVISION_DB_RETRY_WAIT"
 READAHEAD_BYTES = 8 << 20
 _TAIL = (1 << 16) + 22 + 20 + 56  # longest zip comment + end record + zip64 locator + zip64 end record
 _CACHE_MAGIC = b"TVDBCD1\n"
+_ALONE = {"mp4"}  # videos are read one at a time: no read-ahead into the decoy MP4s beside them
 
 
 def cache_root() -> Path:
@@ -240,14 +241,19 @@ class RemoteZipArchive(_ZipArchive):
         end = _member_end(order, k, local.directory_start)
         if sparse.covering(info.header_offset, end) is not None:
             return
-        folder = info.filename.rsplit("/", 1)[0]
+        folder, suffix = _folder_and_suffix(info.filename)
         j = k + 1
-        while j < len(order) and order[j].filename.rsplit("/", 1)[0] == folder:
+        while suffix not in _ALONE and j < len(order) and _folder_and_suffix(order[j].filename) == (folder, suffix):
             next_end = _member_end(order, j, local.directory_start)
             if next_end - info.header_offset > self.readahead:
                 break
             end, j = next_end, j + 1
         sparse.add_window(info.header_offset, self.reader.read(info.header_offset, end, f"member {member!r}"))
+
+
+def _folder_and_suffix(name: str) -> tuple[str, str]:
+    folder, _, base = name.rpartition("/")
+    return folder, base.rpartition(".")[2].lower()
 
 
 def _member_end(order: list[zipfile.ZipInfo], k: int, directory_start: int) -> int:
