@@ -206,12 +206,14 @@ class RemoteZipArchive(_ZipArchive):
     def _zip(self) -> zipfile.ZipFile:
         handle = getattr(self._local, "zip", None)
         if handle is None or self._pid != os.getpid():
-            start, data = self.directory()
-            sparse = _SparseFile(self.reader.size, (start, data))
             try:
-                handle = zipfile.ZipFile(sparse)
-            except (zipfile.BadZipFile, OSError) as err:
-                raise SourceError(f"{self.url}: the central directory does not parse ({err}); is this a zip?") from err
+                start, sparse, handle = self._parse(use_cache=True)
+            except (zipfile.BadZipFile, OSError, ValueError) as err:  # a damaged cache file: fetch it again
+                logger.warning("%s: cached central directory unreadable (%s); fetching it again", self.url, err)
+                try:
+                    start, sparse, handle = self._parse(use_cache=False)
+                except (zipfile.BadZipFile, OSError, ValueError) as err2:
+                    raise SourceError(f"{self.url}: the central directory does not parse ({err2}); is this a zip?") from err2
             self._local.zip, self._local.sparse = handle, sparse
             self._local.order = sorted(handle.infolist(), key=lambda i: i.header_offset)
             self._local.offsets = [i.header_offset for i in self._local.order]
@@ -219,11 +221,16 @@ class RemoteZipArchive(_ZipArchive):
             self._pid = os.getpid()
         return handle
 
-    def directory(self) -> tuple[int, bytes]:
+    def _parse(self, use_cache: bool) -> tuple[int, _SparseFile, zipfile.ZipFile]:
+        start, data = self.directory(use_cache)
+        sparse = _SparseFile(self.reader.size, (start, data))
+        return start, sparse, zipfile.ZipFile(sparse)
+
+    def directory(self, use_cache: bool = True) -> tuple[int, bytes]:
         """(offset, bytes) from the central directory to the end of the archive: from the disk cache or fetched."""
         with self._setup_lock:
-            if self._directory is None:
-                self._directory = _central_directory(self.reader, self.info())
+            if self._directory is None or not use_cache:
+                self._directory = _central_directory(self.reader, self.info(), use_cache)
             return self._directory
 
     def read(self, member: str) -> bytes:
@@ -287,13 +294,13 @@ def open_range_reader(url: str, storage_options: dict | None = None) -> RangeRea
     return RangeReader(fs, path, url, int(info["size"]), retries=retries, retry_wait=wait, info=info)
 
 
-def _central_directory(reader: RangeReader, info: dict) -> tuple[int, bytes]:
+def _central_directory(reader: RangeReader, info: dict, use_cache: bool = True) -> tuple[int, bytes]:
     identity = archive_identity(info)
     cache = None
     if identity:
         key = hashlib.sha256(f"{identity}:{reader.size}".encode()).hexdigest()[:32]
         cache = cache_root() / f"{key}.zipdir"
-        cached = _load_cached_directory(cache, reader.size)
+        cached = _load_cached_directory(cache, reader.size) if use_cache else None
         if cached is not None:
             return cached
     else:
