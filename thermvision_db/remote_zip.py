@@ -185,6 +185,7 @@ class RemoteZipArchive(_ZipArchive):
         self.readahead = readahead
         self._setup_lock = threading.RLock()
         self._reader: RangeReader | None = None
+        self._reader_pid: int | None = None
         self._directory: tuple[int, bytes] | None = None
 
     def __getstate__(self):
@@ -196,8 +197,9 @@ class RemoteZipArchive(_ZipArchive):
     @property
     def reader(self) -> RangeReader:
         with self._setup_lock:
-            if self._reader is None:
+            if self._reader is None or self._reader_pid != os.getpid():  # a forked worker opens its own session
                 self._reader = open_range_reader(self.url, self.storage_options)
+                self._reader_pid = os.getpid()
             return self._reader
 
     def info(self) -> dict:

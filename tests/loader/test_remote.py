@@ -153,6 +153,21 @@ def test_source_pickles_for_workers_and_a_url_without_zips_is_refused(corpus, se
         RemoteReleaseSource(server.url + "/empty")
 
 
+def test_dataloader_workers_read_a_url_in_forked_processes(corpus, server):
+    import torch
+
+    stream = load_dataset("thermvision_db", "frames", data_dir=server.url, split="train", split_by="none",
+                          identities=["F_01", "M_10"], streaming=True)
+    next(iter(stream))  # the parent opened its HTTP session before the workers fork
+    loader = torch.utils.data.DataLoader(stream.select_columns(["video_id", "frame_index", "qc"]), batch_size=None,
+                                         num_workers=2)
+    keys = sorted((row["video_id"], int(row["frame_index"]), row["qc"]) for row in loader)
+    local = load_dataset("thermvision_db", "frames", data_dir=str(corpus.root), split="train", split_by="none",
+                         identities=["F_01", "M_10"], streaming=True).select_columns(["video_id", "frame_index", "qc"])
+    assert keys == sorted((row["video_id"], row["frame_index"], row["qc"]) for row in local)
+    assert len(keys) == 4 * corpus.frames_per_video
+
+
 def test_verify_on_a_url_reads_only_the_directories(corpus, server):
     lines = []
     assert verify_url(server.url, lines.append) == 0
