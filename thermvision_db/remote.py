@@ -94,7 +94,7 @@ def verify_url(url: str, print_=print) -> int:
             print_(f"{name}: not present ({row['error']})")
         elif row["sha256"] is None:
             print_(f"{name}: {row['size']:,} bytes; the server publishes no sha256 ({row['identity'] or 'no ETag'}): "
-                   f"`thermvision-db download` then `verify` the folder to hash it")
+                   f"`thermvision-db download DIR --from {url}` then `verify DIR` hashes it")
         else:
             verdict = "ok" if row["matches"] else f"MISMATCH (expected {ARCHIVE_SHA256[name]})"
             problems += not row["matches"]

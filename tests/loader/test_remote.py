@@ -172,7 +172,7 @@ def test_verify_on_a_url_reads_only_the_directories(corpus, server):
     lines = []
     assert verify_url(server.url, lines.append) == 0
     text = "\n".join(lines)
-    assert f"{len(corpus.members)} of 100 videos present" in text and "publishes no sha256" in text
+    assert f"{len(corpus.members)} of 100 videos present" in text and "publishes no sha256" in text and f"--from {server.url}" in text
     pngs = sum(corpus.frames_per_video - len(corpus.missing_png.get(m.video_id, ())) for m in corpus.members)
     assert f"{pngs:,} PNG frames" in text
     directories = sum(_extents(corpus.root / name, lambda _: False)[1] for name in ARCHIVES.values())
