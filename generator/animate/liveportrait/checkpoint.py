@@ -104,7 +104,9 @@ def fold_spectral_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         w = sd[key]
         # torch.nn.utils.spectral_norm in eval: sigma = dot(u, mv(W_mat, v)), weight = weight_orig / sigma, both
         # in the weight's own dtype (fp32 for the published files), so the folded weight is torch's, bit for bit
-        u, v = u.to(w.dtype), v.to(w.dtype)
+        # fresh (aligned) copies: a tensor read from inside a safetensors buffer may sit at an offset that sends
+        # the CPU reduction down another vector path, moving sigma's last bit between file formats
+        w, u, v = w.clone(), u.to(w.dtype).clone(), v.to(w.dtype).clone()
         sigma = torch.dot(u, torch.mv(w.reshape(w.shape[0], -1), v))
         out[base] = w / sigma
         for k in (key, base + "_u", base + "_v"):
