@@ -33,7 +33,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
-from generator.animate.liveportrait import AnimationOptions, LivePortraitConfig, LivePortraitNetworks
+from generator.animate.liveportrait import (
+    AnimationOptions,
+    LivePortraitConfig,
+    LivePortraitNetworks,
+)
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline
 from generator.animate.motion import load_lip_array, load_motion
 from generator.animate.motion.liveportrait_pkl import ratios_from_landmarks
@@ -78,7 +82,7 @@ def install_stubs(upstream: Path, captured: dict) -> types.ModuleType:
            get_fps=lambda *a: 25, add_audio_to_video=lambda *a: None, has_audio_stream=lambda *a: False)
     module("src.utils.filter", smooth=lambda *a, **k: (_ for _ in ()).throw(RuntimeError("source videos only")))
     module("src.config.argument_config", ArgumentConfig=object)
-    import src.live_portrait_pipeline as lpp  # noqa: E402  (upstream, from --upstream)
+    import src.live_portrait_pipeline as lpp
 
     return lpp
 
@@ -93,10 +97,11 @@ def random_networks(input_size: int, folder: Path, seed: int) -> LivePortraitNet
 
 
 def upstream_wrapper(lpp, folder: Path, input_size: int):
-    from src.config.inference_config import InferenceConfig  # noqa: E402
+    from src.config.inference_config import InferenceConfig
 
     cfg = InferenceConfig(
-        checkpoint_F=str(folder / "appearance_feature_extractor.pth"), checkpoint_M=str(folder / "motion_extractor.pth"),
+        checkpoint_F=str(folder / "appearance_feature_extractor.pth"),
+        checkpoint_M=str(folder / "motion_extractor.pth"),
         checkpoint_W=str(folder / "warping_module.pth"), checkpoint_G=str(folder / "spade_generator.pth"),
         checkpoint_S=str(folder / "stitching_retargeting_module.pth"), flag_force_cpu=True,
         flag_use_half_precision=False, flag_do_crop=False, flag_pasteback=False, input_shape=(input_size, input_size))
@@ -174,7 +179,8 @@ def run_scenario(lpp, up, cfg, ours_pipe, source_path: Path, template: Path, fla
     up.execute(args)
     up.live_portrait_wrapper.warp_decode = warp_decode
     image = cv2.cvtColor(cv2.imread(str(source_path)), cv2.COLOR_BGR2RGB)
-    left, right, lip = (float(v) for v in np.concatenate(ratios_from_landmarks(source_landmarks(image.shape[0])[None]), 1)[0])
+    eye, lip = ratios_from_landmarks(source_landmarks(image.shape[0])[None])
+    left, right, lip = float(eye[0, 0]), float(eye[0, 1]), float(lip[0, 0])
     motion = load_motion(template)
     opts = AnimationOptions(driving_option=option, stitching=stitching, normalize_lip=normalize,
                             eye_retargeting=retarget, lip_retargeting=retarget, relative_motion=relative,

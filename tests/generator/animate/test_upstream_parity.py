@@ -14,11 +14,19 @@ import pytest
 import torch
 from scipy.spatial import ConvexHull
 
-from generator.animate.liveportrait.algorithm import AnimationOptions, SourceInfo, driving_keypoints
+from generator.animate.liveportrait.algorithm import (
+    AnimationOptions,
+    SourceInfo,
+    driving_keypoints,
+)
 from generator.animate.liveportrait.checkpoint import load_into, normalise_keys
 from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.model import LivePortraitNetworks
-from generator.animate.liveportrait.pipeline import LivePortraitPipeline, frames_to_uint8, to_input
+from generator.animate.liveportrait.pipeline import (
+    LivePortraitPipeline,
+    frames_to_uint8,
+    to_input,
+)
 from generator.animate.liveportrait.spade_generator import SPADEDecoder
 from generator.animate.liveportrait.template import MotionSequence
 from generator.animate.motion import load_lip_array, load_motion, motion_from_image
@@ -317,3 +325,21 @@ def test_fp16_overflow_is_redone_in_fp32(nets, monkeypatch):
     assert calls == [torch.float16, torch.float32]  # tried in upstream's fp16, redone in fp32
     assert torch.isfinite(out).all()
     assert torch.allclose(out, ref.render(source.feature, source.info.x_s, x_d), atol=1e-6)
+
+
+def test_cli_animates_a_driving_image_with_upstreams_lip_array(tmp_path):
+    from PIL import Image
+
+    from thermvision_db.cli import main
+
+    Image.fromarray(np.full((64, 64), 120, np.uint8)).save(tmp_path / "id0.png")
+    rng = np.random.default_rng(10)
+    Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "smile.png")
+    (tmp_path / "lip_array.pkl").write_bytes(pickle.dumps(rng.normal(0, 0.01, (1, 6, 3))))  # tiny preset: 6 kp
+    args = ["generate", "--stage", "animate", "--source", str(tmp_path / "id0.png"), "--driving", "image",
+            "--driving-path", str(tmp_path / "smile.png"), "--out", str(tmp_path / "out"), "--animate-gray"]
+    with pytest.raises(ValueError, match="lip array"):
+        main(args)
+    assert main([*args, "--lip-array", str(tmp_path / "lip_array.pkl")]) == 0
+    frame = np.asarray(Image.open(tmp_path / "out" / "animate" / "id0" / "smile_frames" / "00000.png"))
+    assert frame.shape == (128, 128, 3) and (frame[..., 0] == frame[..., 2]).all()
