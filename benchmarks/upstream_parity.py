@@ -41,6 +41,7 @@ from generator.animate.liveportrait import (
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline
 from generator.animate.motion import load_lip_array, load_motion
 from generator.animate.motion.liveportrait_pkl import ratios_from_landmarks
+from generator.safe_pickle import safe_pickle_load
 
 
 def source_landmarks(size: int) -> np.ndarray:
@@ -199,8 +200,9 @@ def main() -> None:
     ap.add_argument("--upstream", required=True, type=Path, help="a LivePortrait checkout (its src/ is imported)")
     ap.add_argument("--input-size", type=int, default=128, help="network input size (256 = published; >= 128)")
     ap.add_argument("--template", type=Path, help="an upstream .pkl with eye/lip lists (default: synthetic)")
-    ap.add_argument("--frames", type=int, default=4, help="frames of the synthetic template")
+    ap.add_argument("--frames", type=int, default=3, help="frames of the synthetic template / taken from --template")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stages-only", action="store_true", help="only the per-network comparison (fast at 256)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_grad_enabled(False)
@@ -213,13 +215,24 @@ def main() -> None:
         nets = random_networks(args.input_size, tmp / "weights", args.seed)
         up, cfg = upstream_wrapper(lpp, tmp / "weights", args.input_size)
         stages = compare_stages(nets, up, args.input_size, rng)
+        if args.stages_only:
+            print(json.dumps({"input_size": args.input_size, "stages": stages,
+                              "seconds": round(time.perf_counter() - t0)}))
+            return
         yy, xx = np.mgrid[0:256, 0:256]
         face = (120 + 90 * np.exp(-((xx - 128) ** 2 + (yy - 120) ** 2) / 3000))[..., None] * [1.0, 0.97, 1.02]
         face = np.clip(face + rng.normal(0, 6, face.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(tmp / "source.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
-        template = args.template or synthetic_template(tmp / "template.pkl", args.frames, rng)
+        if args.template:  # its first --frames frames (any upstream layout), so a run stays minutes long
+            data = safe_pickle_load(args.template)
+            n = min(args.frames, len(data["motion"]))
+            data = {k: (v[:n] if isinstance(v, list) else v) for k, v in data.items()} | {"n_frames": n}
+            template = tmp / args.template.name
+            template.write_bytes(pickle.dumps(data))
+        else:
+            template = synthetic_template(tmp / "template.pkl", args.frames, rng)
         single = tmp / "image.pkl"
-        data = pickle.loads(Path(template).read_bytes())
+        data = safe_pickle_load(template)
         data = {k: (v[-1:] if isinstance(v, list) else v) for k, v in data.items()} | {"n_frames": 1}
         single.write_bytes(pickle.dumps(data))
         ours_pipe = LivePortraitPipeline(nets, device="cpu", dtype="fp32", progress=False)
