@@ -32,6 +32,8 @@ def _array(value, path: Path, where: str, shape: tuple[int, ...]) -> np.ndarray:
     fits = (arr.size > 0 and arr.size % 3 == 0) if -1 in shape else arr.size == int(np.prod(shape))
     if not fits:
         raise ValueError(f"{path}: {where} has shape {arr.shape}, expected {shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: {where} holds NaN or infinite values")
     return arr.reshape(shape)
 
 
@@ -102,12 +104,15 @@ def _first_release(data: list, path: Path) -> MotionSequence:
     arrays = _frames_to_arrays(frames, n, path)
     eye = lip = None
     if landmarks is not None:
+        if not isinstance(landmarks, (list, tuple, np.ndarray)):
+            raise ValueError(f"{path}: the second entry must list the driving landmarks, "
+                             f"got {type(landmarks).__name__}")
         try:
             lmk = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in landmarks[:n]])
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: the landmark list is not (T, N, 2) numbers ({err})") from None
-        if len(lmk) < n or lmk.shape[1] != 203:
-            raise ValueError(f"{path}: expected {n} frames of 203 landmarks, got {lmk.shape[:2]}")
+        if len(lmk) < n or lmk.shape[1] != 203 or not np.isfinite(lmk).all():
+            raise ValueError(f"{path}: expected {n} frames of 203 finite landmarks, got {lmk.shape[:2]}")
         eye, lip = ratios_from_landmarks(lmk)
     return MotionSequence(**arrays, eye_ratio=eye, lip_ratio=lip, fps=UPSTREAM_FPS, relative=True, name=path.stem,
                           single_image=n == 1, extra={"layout": "liveportrait-first-release"})

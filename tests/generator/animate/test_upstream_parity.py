@@ -148,6 +148,7 @@ def test_template_layout_problems_are_named(tmp_path):
         (lambda d: d.update(n_frames=5), "n_frames is 5 but the template holds 3"),
         (lambda d: d.update(c_eyes_lst=d["c_eyes_lst"][:2]), "'c_eyes_lst' must list one entry per frame"),
         (lambda d: d["motion"][0].update(exp=np.zeros((1, 5))), r"motion\[0\]\['exp'\] has shape"),
+        (lambda d: d["motion"][2]["t"].fill(np.nan), r"motion\[2\]\['t'\] holds NaN"),
     ]:
         bad = copy.deepcopy(data)
         mutate(bad)
