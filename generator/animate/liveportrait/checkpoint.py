@@ -77,6 +77,26 @@ def flatten(data: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+def check_weight_values(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refuse weights that would be cast and rendered black: integer/bool weights, and NaN/inf values.
+
+    Every LivePortrait parameter and buffer is floating point except BatchNorm's `num_batches_tracked` counter;
+    an int8 or bool tensor is a quantised or damaged file, never something a cast could repair.
+    """
+    for key, tensor in sd.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"tensor {key!r} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
+                                  "LivePortrait weights must be float (fp32/fp16/bf16): the file is quantised or "
+                                  "damaged")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"tensor {key!r} holds {bad} non-finite value(s) (NaN or inf) of "
+                                  f"{tensor.numel()}; the file is damaged")
+    return sd
+
+
 def strip_ddp(key: str) -> str:
     """Drop `module` path segments (DDP/DataParallel), keeping names like `retarget_eye_module`."""
     return ".".join(part for part in key.split(".") if part != "module")
@@ -145,7 +165,7 @@ def load_into(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> No
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read one checkpoint file into our parameter names (prefixes stripped, S regrouped, spectral norm folded)."""
     try:
-        return normalise_keys(flatten(read_tensors(path)))
+        return normalise_keys(check_weight_values(flatten(read_tensors(path))))
     except CheckpointError as err:
         if str(path) in str(err):
             raise
