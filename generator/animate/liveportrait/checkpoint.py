@@ -54,11 +54,23 @@ def read_tensors(path: str | os.PathLike) -> dict:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:
             raise CheckpointError(f"{path} could not be loaded with torch.load(weights_only=True) (only plain "
-                                  f"tensors and containers are accepted): {err}") from err
+                                  f"tensors and containers are accepted): {weights_only_cause(err)}") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{path} holds a {type(data).__name__}, expected a dict of tensors")
         return data
     raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r}; use .safetensors or .pth")
+
+
+def weights_only_cause(err: Exception) -> str:
+    """The one line of torch's weights-only refusal that says what the file asked for (e.g. `Unsupported global:
+    GLOBAL builtins.exec`), without torch's advice to retry with weights_only=False, which would run it."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip()
+        line = rest.splitlines()[0] if rest else "refused"
+        return "refused " + line.split(" was not an allowed global")[0].strip()[:200]
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, torch.Tensor]:
