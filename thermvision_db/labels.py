@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from thermvision_db.errors import ThermVisionError
+from thermvision_db.excerpt import excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,11 @@ def parse_yolo_text(text: str, width: int, height: int, name: str = "<labels>") 
         try:
             values = [float(p) for p in parts]
         except ValueError:
-            raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {line.strip()!r}") from None
+            raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {excerpt(line)}") from None
         if len(values) < 5:
-            raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {line.strip()!r}")
+            raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {excerpt(line)}")
         if not all(math.isfinite(v) for v in values):
-            raise LabelError(f"{name}, line {number}: non-finite value in {line.strip()!r}")
+            raise LabelError(f"{name}, line {number}: non-finite value in {excerpt(line)}")
         xc, yc, w, h = values[1:5]
         if w <= 0 or h <= 0:
             raise LabelError(f"{name}, line {number}: box width and height must be positive, got w={w:g} h={h:g}")
