@@ -26,6 +26,7 @@ from thermvision_db.generated import CorpusError, GeneratedCorpus
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 REPO = Path(__file__).resolve().parents[3]
 MOTION = "head_pose=3,expression=10"
+SETTINGS = GenerationSettings(motion=MOTION, still_batch=1, still_steps=4)  # the CLI options below
 
 
 def _env() -> dict:
@@ -37,8 +38,8 @@ def _env() -> dict:
 
 
 def _cli(out: Path, n: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "thermvision_db", "generate", "-n", str(n), "--motion", MOTION, "--batch-size", "2",
-            "--device", "cpu", "--out", str(out), *extra]
+    return [sys.executable, "-m", "thermvision_db", "generate", "-n", str(n), "--motion", MOTION, "--batch-size", "1",
+            "--stills-steps", "4", "--device", "cpu", "--out", str(out), *extra]
 
 
 def _pixels(root: Path) -> dict:
@@ -63,7 +64,7 @@ def test_two_generate_processes_into_one_folder_share_the_work(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))]
 
     alone = tmp_path / "alone"
-    GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), alone, device="cpu", progress=False).run(3)
+    GenerationPipeline(SETTINGS, alone, device="cpu", progress=False).run(3)
     assert _pixels(out) == _pixels(alone)
 
 
@@ -88,7 +89,7 @@ def test_an_identity_claimed_by_another_process_is_done_last_and_made_if_the_hol
             release.touch()  # the holder lets go only now: S000001 was put off while it held the claim
         return result
 
-    pipe = GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), out, device="cpu", progress=False)
+    pipe = GenerationPipeline(SETTINGS, out, device="cpu", progress=False)
     pipe.make_identity = recording.__get__(pipe)
     with caplog.at_level(logging.WARNING, logger="generator.corpus.claims"):
         summary = pipe.run(3)
@@ -127,7 +128,7 @@ def test_a_disk_full_before_the_first_identity_is_a_disk_full_error(tmp_path, mo
     out = tmp_path / "full"
     with pytest.raises(DiskFullError, match=r"the disk holding .*full \(.*(still_000000\.png|run\.json)\): 0 "
                                             r"finished identities are kept; free space and run again"):
-        GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), out, device="cpu", progress=False).run(2)
+        GenerationPipeline(SETTINGS, out, device="cpu", progress=False).run(2)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file left
 
 
@@ -142,7 +143,7 @@ def test_a_peer_that_never_starts_is_named_and_the_run_fails_after_the_timeout(t
     done = subprocess.run(_cli(out, 3, "--distinct", "0.99", "--barrier-timeout", "0.05"), env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr[-3000:]
-    assert ("waited 3 s for 1 stills (first: still_000002.png); worker(s) 1 of 2 never started (no "
+    assert ("waited 3 s for 1 stills (first: still_000001.png); worker(s) 1 of 2 never started (no "
             f".workers/<i>-of-2.json in {out})") in done.stderr
     assert "--barrier-timeout MINUTES" in done.stderr
     assert json.loads((out / WORKERS_DIR / "0-of-2.json").read_text())["pid"] > 0
