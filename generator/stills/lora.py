@@ -8,6 +8,7 @@ the result is counted per file: applied keys, ignored keys. Ignored keys are an 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from generator.stills.lora_keys import (
 from generator.weights import check_safetensors
 
 __all__ = ["LoraError", "load_lora"]
+log = logging.getLogger(__name__)
 
 _COMPONENTS = ("transformer", "text_encoder", "text_encoder_2")
 _TARGET_SUFFIX = re.compile(r"\.(lora_A\.weight|lora_B\.weight|lora\.(down|up)\.weight|"
@@ -71,16 +73,14 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
         raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
                         "(a diffusers-format file needs the 'transformer.' prefix); "
                         f"first keys: {', '.join(list(raw)[:3])}")
-    pipe.load_lora_weights(converted, adapter_name=adapter_name)
-    lost = _keys_not_landed(pipe, converted, adapter_name)
+    converted, failed = _load_weights(pipe, converted, adapter_name, path)
+    lost = failed | _keys_not_landed(pipe, converted, adapter_name)
     for name, keys in sources.items():
         if any(k in lost for k in keys):
             ignored += [k for k in modules[name].keys() if k not in ignored]
     applied_keys = len(raw) - len(ignored)
     if applied_keys == 0 or (ignored and not allow_ignored_keys):
-        pipe.delete_adapters(adapter_name)  # nothing stays half-applied
-        if not any(pipe.get_list_adapters().values()):
-            pipe.unload_lora_weights()  # and no empty PEFT wrappers stay behind
+        _remove_adapter(pipe, adapter_name)  # nothing stays half-applied
         if applied_keys == 0:
             raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
                             "(a diffusers-format file needs the 'transformer.' prefix)")
@@ -95,6 +95,36 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
         pipe.set_adapters([adapter_name], [scale])
     return {"path": str(path), "format": describe_format(raw), "keys": len(raw), "applied_keys": applied_keys,
             "ignored_keys": sorted(ignored), "dora": any(k.endswith(".lora_magnitude_vector") for k in converted)}
+
+
+def _remove_adapter(pipe, adapter_name: str) -> None:
+    if adapter_name in {a for names in pipe.get_list_adapters().values() for a in names}:
+        pipe.delete_adapters(adapter_name)
+    if not any(pipe.get_list_adapters().values()):
+        pipe.unload_lora_weights()  # and no empty PEFT wrappers stay behind
+
+
+def _load_weights(pipe, converted: dict, adapter_name: str, path: Path) -> tuple[dict, set[str]]:
+    """Load into PEFT; if diffusers fails on the text-encoder part (kohya `lora_te1_` keys come out in a layout
+    its CLIP loader cannot read with recent transformers), load the transformer part alone and report the rest.
+    Returns (what was loaded, keys that could not be)."""
+    try:
+        pipe.load_lora_weights(dict(converted), adapter_name=adapter_name)
+        return converted, set()
+    except (ValueError, KeyError, RuntimeError, AttributeError) as err:
+        _remove_adapter(pipe, adapter_name)
+        failed = {k for k in converted if not k.startswith("transformer.")}
+        rest = {k: v for k, v in converted.items() if k not in failed}
+        if not failed or not rest:
+            raise LoraError(f"LoRA {path}: diffusers could not load it ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        log.warning("LoRA %s: its text-encoder keys could not be loaded (%s: %s)", path, type(err).__name__, err)
+    try:
+        pipe.load_lora_weights(rest, adapter_name=adapter_name)
+    except (ValueError, KeyError, RuntimeError, AttributeError) as err:
+        _remove_adapter(pipe, adapter_name)
+        raise LoraError(f"LoRA {path}: diffusers could not load it ({type(err).__name__}: {err})") from None
+    return rest, failed
 
 
 def _convert_per_module(pipe, modules: dict[str, LoraModule], path: Path):

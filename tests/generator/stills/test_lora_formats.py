@@ -155,3 +155,23 @@ def test_cli_refuses_ignored_keys_and_applies_with_the_flag(kohya, tmp_path, cap
 
     sidecar = json.loads((tmp_path / "ok" / "still_000000.json").read_text())["lora"]
     assert sidecar["ignored_keys"] == [f"{PROJ}.diff_b"] and sidecar["applied_keys"] == 36
+
+
+def test_clip_text_encoder_keys_diffusers_cannot_load_are_counted_not_fatal_to_the_rest(kohya):
+    """kohya `lora_te1_` modules: diffusers' FLUX loader fails on them with the installed transformers; the file is
+    refused naming them, and with the option the transformer part is applied exactly as the file without them."""
+    path, tensors = kohya
+    te = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+    extra = {f"{te}.lora_down.weight": torch.randn(4, 32), f"{te}.lora_up.weight": torch.randn(32, 4),
+             f"{te}.alpha": torch.tensor(4.0)}
+    with_te = rewrite(path, {**tensors, **extra}, "with_te.safetensors")
+    pipe = build_tiny_flux()
+    before = base_qkv(pipe)
+    with pytest.raises(LoraError, match=rf"with_te\.safetensors \(kohya\): 3 of 39 keys would be ignored.*{te}"):
+        load_lora(pipe, with_te, scale=1.0)
+    assert torch.equal(base_qkv(pipe), before) and pipe.get_list_adapters() == {}  # nothing applied
+    record = load_lora(pipe, with_te, scale=1.0, allow_ignored_keys=True)
+    assert record["ignored_keys"] == sorted(extra) and record["applied_keys"] == 36
+    plain = build_tiny_flux()
+    load_lora(plain, path, scale=1.0)
+    torch.testing.assert_close(base_qkv(pipe), base_qkv(plain))
