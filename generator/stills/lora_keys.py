@@ -88,12 +88,19 @@ def describe_format(state_dict: dict[str, torch.Tensor]) -> str:
     return "unknown"
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no value is NaN or inf. One float64 sum (no bool copy of the tensor): any NaN/inf makes it
+    non-finite, and float64 cannot overflow on float32/16 values; only a non-finite sum needs the full check."""
+    values = tensor.float() if tensor.element_size() == 1 else tensor  # fp8 has neither float64 sums nor isfinite
+    return bool(torch.isfinite(values.sum(dtype=torch.float64))) or bool(torch.isfinite(values).all())
+
+
 def check_modules(modules: dict[str, LoraModule], path) -> None:
     """Refuse malformed modules naming key and shapes: non-finite values, wrong ranks, non-2-D factors."""
     for module in modules.values():
         for part, tensor in module.parts.items():
             key = f"{module.name}.{part}" if module.name else part
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if tensor.is_floating_point() and not all_finite(tensor):
                 raise LoraError(f"LoRA {path}: {key!r} holds non-finite values (NaN or inf); the file is damaged")
         down, up = module.down, module.up
         if down is None and up is None:

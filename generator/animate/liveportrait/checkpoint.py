@@ -102,7 +102,8 @@ def check_weight_values(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"tensor {key!r} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
                                   "LivePortrait weights must be float (fp32/fp16/bf16): the file is quantised or "
                                   "damaged")
-        if not bool(torch.isfinite(tensor).all()):
+        values = tensor.float() if tensor.element_size() == 1 else tensor  # fp8 has no float64 sum
+        if not bool(torch.isfinite(values.sum(dtype=torch.float64))):  # a NaN/inf anywhere makes the sum so
             bad = int((~torch.isfinite(tensor)).sum())
             raise CheckpointError(f"tensor {key!r} holds {bad} non-finite value(s) (NaN or inf) of "
                                   f"{tensor.numel()}; the file is damaged")
