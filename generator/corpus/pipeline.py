@@ -189,7 +189,8 @@ class GenerationPipeline:
             return
         b = self.settings.still_batch
         bar = tqdm(total=len(blocks) * b, desc="stills", unit="still", disable=not self.progress)
-        done = lambda blk: all(still_exists(stills_dir, s) for s in wanted if self._block(s) == blk)  # noqa: E731
+        done = lambda blk: all(still_exists(stills_dir, s) for s in range(blk * b, (blk + 1) * b)  # noqa: E731
+                               if s in wanted)
         for block in self.claims.each(blocks, lambda blk: f"stills-{blk}", done):
             members = list(range(block * b, (block + 1) * b))
             t0 = time.perf_counter()

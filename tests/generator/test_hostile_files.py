@@ -262,3 +262,12 @@ def test_valid_files_still_load(tmp_path):
 
     loaded = motions.load_motion(save_template(template, tmp_path / "sweep.safetensors"))
     assert np.array_equal(loaded.R, template.R)
+
+
+def test_fid_inception_weights_with_a_payload_are_refused_before_torch_load(tmp_path, marker):
+    from generator.evaluate.realism import RealismUnavailable, resolve_inception_weights
+
+    path = _torch_pth(tmp_path / "weights-inception-2015-12-05-6726825d.pth", marker)
+    with pytest.raises(RealismUnavailable, match=r"weights-inception-2015-12-05-6726825d\.pth is not the FID "
+                                                 r"Inception weights file .*sha256"):
+        resolve_inception_weights(path, download=False)

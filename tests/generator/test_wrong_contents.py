@@ -142,3 +142,13 @@ def test_a_good_embedding_model_still_gives_unit_vectors(tiny_model):
     vectors = OnnxEmbedder(tiny_model)([np.full((20, 20), 90, np.uint8), np.eye(20, dtype=np.uint8) * 200])
     assert vectors.shape == (2, 8)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+
+
+def test_evaluate_cli_with_a_feature_map_embedding_exits_2_naming_the_model(mini, tmp_path, hf_cache, capsys):
+    from thermvision_db.cli import main
+
+    model = _embedder(tmp_path / "backbone.onnx")
+    code = main(["evaluate", str(mini.root), "--out", str(tmp_path / "r"), "--embedding", str(model),
+                 "--fid-features", "none", "--cache-dir", hf_cache])
+    assert code == 2
+    assert "backbone.onnx: embedding model output 'embedding': expected one vector per image" in capsys.readouterr().err
