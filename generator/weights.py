@@ -187,7 +187,8 @@ def check_safetensors(path: str | os.PathLike, what: str = "weights") -> dict:
             raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (only {size} bytes)")
         (header_len,) = struct.unpack("<Q", head)
         if header_len <= 0 or header_len > min(size - 8, 100_000_000):
-            raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (bad header length)")
+            raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (bad header length: the "
+                                     f"first 8 bytes claim a {header_len:,}-byte header in a {size:,}-byte file)")
         try:
             header = json.loads(handle.read(header_len))
         except ValueError as err:

@@ -76,6 +76,9 @@ class CacheDirError(ThermVisionError, PermissionError):
 
 def _generator_code_hash() -> str:
     """The generator's code decides the pixels and labels of a generated corpus: it is part of its cache key."""
+    from thermvision_db.generator_package import check_generator_package
+
+    check_generator_package()  # resources.files imports it: a user's generator.py would be loaded instead
     digest = hashlib.sha256()
     package = resources.files("generator")
     for entry in sorted(_python_files(package), key=str):

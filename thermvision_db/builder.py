@@ -14,6 +14,7 @@ import datasets
 
 from thermvision_db import features as schema
 from thermvision_db.generated import CorpusError, GeneratedCorpus, identity_name
+from thermvision_db.generator_package import check_generator_package
 from thermvision_db.images2d import category_folders, image_rows
 from thermvision_db.release import IDENTITIES, MEMBERS, SourceError, is_url, resolve_data_dir
 from thermvision_db.released_rows import frame_rows, video_row
@@ -57,6 +58,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
 
     def generation_settings(self):
         """The generator's settings for this configuration (validated: unknown presets fail here)."""
+        check_generator_package()
         from generator.corpus.settings import GenerationSettings
 
         motion = self.motion or ("paper" if self.preset == "thermvision" else "short")
@@ -68,6 +70,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
         if self.num_identities is None:
             raise ValueError(f"configuration {self.name!r} needs num_identities=N (to generate) or output_dir= "
                              "(a generated corpus to read)")
+        check_generator_package()
         from generator.corpus.settings import default_output_dir
 
         return default_output_dir(self.generation_settings())
@@ -136,6 +139,7 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         out = self.config.synthetic_output_dir()
         wanted = self.config.num_identities
         if wanted is not None:
+            check_generator_package()
             from generator.corpus.pipeline import GenerationPipeline
 
             pipeline = GenerationPipeline(self.config.generation_settings(), out, device=self.config.device)

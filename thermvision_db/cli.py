@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     from thermvision_db.export import add_export_parser
 
     add_export_parser(sub)
+    from thermvision_db.generator_package import check_generator_package
+
+    check_generator_package()  # before `import generator...`: a user's generator.py would shadow it
     from generator.cli.evaluate import add_evaluate_parser
 
     add_evaluate_parser(sub)
@@ -182,7 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from thermvision_db.generator_package import GeneratorShadowedError
+
+    try:
+        parser = build_parser()
+    except GeneratorShadowedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from thermvision_db.errors import ThermVisionError
 

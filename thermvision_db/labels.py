@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from thermvision_db.errors import ThermVisionError
+from thermvision_db.excerpt import excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +122,11 @@ def _numbers(line: str, name: str, number: int) -> list[float]:
     try:
         values = [float(p) for p in line.split()]
     except ValueError:
-        raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {line.strip()!r}") from None
+        raise LabelError(f"{name}, line {number}: expected numbers 'class xc yc w h', got {excerpt(line)}") from None
     if len(values) < 5:
-        raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {line.strip()!r}")
+        raise LabelError(f"{name}, line {number}: expected 'class xc yc w h' (5 values), got {len(values)}: {excerpt(line)}")
     if not all(math.isfinite(v) for v in values):
-        raise LabelError(f"{name}, line {number}: non-finite value in {line.strip()!r}")
+        raise LabelError(f"{name}, line {number}: non-finite value in {excerpt(line)}")
     return values
 
 

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from generator.animate.liveportrait.crop import crop_from_box
     from generator.animate.liveportrait.output import write_animation
     from generator.animate.liveportrait.pipeline import LivePortraitPipeline
-    from generator.preprocess import preprocess
+    from generator.preprocess import preprocess, scale_rule, to_gray
 
     if not args.source:
         raise SystemExit("--stage animate needs --source (a still image or a folder of stills)")
@@ -131,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
         eye_lip = Landmarker203(args.eye_lip_model)
     out_root = Path(args.out) / "animate"
     for path in sources:
-        image = preprocess(np.asarray(Image.open(path)), steps)
+        raw = np.asarray(Image.open(path))
+        image = preprocess(raw, steps, source=str(path))
+        rule = scale_rule(to_gray(raw))
+        if rule:
+            print(f"{path.name}: {rule}")
         crop = None
         if args.source_box:
             box = [float(v) for v in args.source_box.split(",")]

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'head_pose=N,expression=M' (default: paper for --preset thermvision, short for tiny)")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="do only shard I of N (Slurm arrays); combines with torchrun/accelerate ranks")
+    g.add_argument("--barrier-timeout", type=float, default=30.0, metavar="MINUTES",
+                   help="how long a worker waits for the other workers' stills/identities before failing (it logs "
+                        "the missing workers every minute); default 30")
     g.add_argument("--distinct", type=float, default=None, metavar="COSINE",
                    help="reject a still whose embedding is closer than this cosine similarity to an accepted one")
     g.add_argument("--label-detector", default=None,
@@ -43,7 +46,8 @@ def settings_from_args(args: argparse.Namespace):
         still_size=args.stills_size,
         still_steps=args.stills_steps, still_batch=args.batch_size or 8, dtype=args.dtype,
         chunk_size=args.chunk_size or 16, flux=args.flux, flux_base=args.flux_base, lora=args.lora,
-        lora_scale=args.lora_scale, liveportrait_dir=args.liveportrait_dir, prompt_template=args.prompt_template,
+        lora_scale=args.lora_scale, lora_allow_ignored_keys=args.lora_allow_ignored_keys,
+        liveportrait_dir=args.liveportrait_dir, prompt_template=args.prompt_template,
         driving_option=args.driving_option, stitching=not args.animate_no_stitching,
         label_detector=args.label_detector, label_landmarker=args.label_landmarker,
         eye_lip_model=args.eye_lip_model, distinct=args.distinct,
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
-        summary = GenerationPipeline(settings, args.out, device=args.device).run(args.num_identities, shard=args.shard)
+        pipeline = GenerationPipeline(settings, args.out, device=args.device, barrier_timeout=args.barrier_timeout * 60)
+        summary = pipeline.run(args.num_identities, shard=args.shard)
     except (ThermVisionError, WeightsNotFoundError, UnsafeWeightsError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with a single-file --flux: the diffusers folder or Hub id giving text encoders and VAE")
     g.add_argument("--lora", default=None, help="thermal LoRA .safetensors (kohya/FluxTrainer or ComfyUI keys)")
     g.add_argument("--lora-scale", type=float, default=0.9, help="LoRA strength (the paper's graph: 0.9)")
+    g.add_argument("--lora-allow-ignored-keys", action="store_true",
+                   help="apply a LoRA even if some of its keys cannot be mapped onto FLUX (they are listed in "
+                        "each still's sidecar); without it such a file is refused")
     g.add_argument("--prompt-template", default=None,
                    help="prompt wording with {fields}, e.g. '{person} aged {age_band}, {expression_phrase}'")
     g.add_argument("--first-block-cache", type=float, nargs="?", const=0.1, default=None, metavar="THRESHOLD",
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             generator = StillsGenerator.from_preset(
                 args.preset, device=args.device, dtype=args.dtype, flux=args.flux, flux_base=args.flux_base,
-                lora=args.lora, lora_scale=args.lora_scale, template=args.prompt_template, speed=speed,
+                lora=args.lora, lora_scale=args.lora_scale,
+                lora_allow_ignored_keys=args.lora_allow_ignored_keys, template=args.prompt_template, speed=speed,
                 height=args.stills_size or 512, width=args.stills_size or 512, num_steps=args.stills_steps,
                 schedule=args.stills_schedule,
             )

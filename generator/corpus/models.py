@@ -16,7 +16,7 @@ def load_stills_generator(s: GenerationSettings, device):
     quiet_libraries()
     return StillsGenerator.from_preset(
         s.preset, device=device, dtype=s.dtype, flux=s.flux, flux_base=s.flux_base, lora=s.lora,
-        lora_scale=s.lora_scale, template=s.prompt_template, height=s.still_size, width=s.still_size,
+        lora_scale=s.lora_scale, lora_allow_ignored_keys=s.lora_allow_ignored_keys, template=s.prompt_template, height=s.still_size, width=s.still_size,
         num_steps=s.still_steps)
 
 

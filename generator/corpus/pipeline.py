@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from generator.corpus.barrier import DEFAULT_TIMEOUT_MINUTES, announce, wait_for
+from generator.corpus.claims import Claims
 from generator.corpus.models import (
     load_animator,
     load_annotators,
@@ -36,6 +38,7 @@ from generator.corpus.summary import RunSummary
 from generator.corpus.workers import Worker
 from thermvision_db.atomic import atomic_write_json
 from thermvision_db.generated import (
+    IDENTITY_FILE,
     IDENTITY_SCHEMA,
     PARTIAL_PREFIX,
     RUN_FILE,
@@ -60,9 +63,10 @@ class GenerationPipeline:
     """Makes identities into one output folder; see the module docstring for the guarantees."""
 
     def __init__(self, settings: GenerationSettings, output_dir: str | os.PathLike, *, device: str | None = None,
-                 progress: bool = True, embed=None, barrier_timeout: float = 24 * 3600.0,
+                 progress: bool = True, embed=None, barrier_timeout: float = DEFAULT_TIMEOUT_MINUTES * 60,
                  stills_generator=None, animator=None):
-        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models)."""
+        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models).
+        `barrier_timeout` (seconds) bounds a wait for other workers' stills or identities."""
         self.settings = settings
         self.corpus = GeneratedCorpus(output_dir)
         self.fingerprint = settings.fingerprint()  # stats every weight file: once, not per identity
@@ -75,17 +79,31 @@ class GenerationPipeline:
         self._animator = animator
         self._annotators = None
         self._weights: list[dict] | None = None
+        self.claims = Claims(self.root)
+        self.worker = Worker()
 
     # -- public
     def run(self, num_identities: int, shard: str | None = None, worker: Worker | None = None) -> RunSummary:
-        """Generate identities 0..num_identities-1 (what this worker owns and is not finished yet)."""
+        """Generate identities 0..num_identities-1 (what this worker owns and is not finished yet).
+
+        Other processes writing into the same folder share the work through per-unit claims (`claims.py`).
+        """
         if int(num_identities) < 1:
             raise ValueError(f"num_identities must be >= 1, got {num_identities}")
-        worker = worker or Worker.from_env(shard)
+        try:
+            return self._run(int(num_identities), worker or Worker.from_env(shard))
+        except OSError as err:  # a full disk before or between identities (stills, run.json, manifest)
+            if err.errno == errno.ENOSPC:
+                raise DiskFullError(self._disk_full_message(err)) from err
+            raise
+
+    def _run(self, num_identities: int, worker: Worker) -> RunSummary:
+        self.worker = worker
         self.device = worker.device(self.requested_device)
         summary = RunSummary(worker, int(num_identities), output_dir=str(self.root))
         start = time.perf_counter()
         self.prepare_folder()
+        announce(self.root, worker.index, worker.count)
         finished = self.corpus.finished()
         if self.settings.distinct is None:
             slots = list(range(num_identities))
@@ -99,7 +117,9 @@ class GenerationPipeline:
         summary.skipped = len(mine) - len(todo)
         if todo:
             self._check_free_space(todo)
-        for index in tqdm(todo, desc="identities", unit="identity", disable=not self.progress):
+        done = lambda i: (self.corpus.identity_dir(identity_name(i)) / IDENTITY_FILE).is_file()  # noqa: E731
+        for index in tqdm(self.claims.each(todo, identity_name, done), total=len(todo), desc="identities",
+                          unit="identity", disable=not self.progress):
             name = identity_name(index)
             try:
                 self.make_identity(index, slots[index], summary)
@@ -119,17 +139,10 @@ class GenerationPipeline:
 
     def wait_for_identities(self, num_identities: int) -> None:
         """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
-        self._wait(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), "identities",
-                   name=identity_name)
-
-    def _wait(self, missing_now, what: str, name=str, poll: float = 0.2) -> None:
-        """A file barrier: poll until `missing_now()` is empty, or fail after `barrier_timeout` seconds."""
-        deadline = time.monotonic() + self.barrier_timeout
-        while missing := missing_now():
-            if time.monotonic() > deadline:
-                raise CorpusError(f"waited {self.barrier_timeout:.0f} s for {len(missing)} {what} from other workers "
-                                  f"(first: {name(missing[0])}); are all workers and shards running?")
-            time.sleep(poll)
+        by_slot = self.settings.distinct is not None  # with the filter, identity i belongs to worker i % count
+        wait_for(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), root=self.root,
+                 what="identities", timeout=self.barrier_timeout, name=identity_name, count=self.worker.count,
+                 owner=lambda i: (i if by_slot else self._block(i)) % self.worker.count)
 
     # -- folder and settings
     def prepare_folder(self) -> None:
@@ -176,7 +189,9 @@ class GenerationPipeline:
             return
         b = self.settings.still_batch
         bar = tqdm(total=len(blocks) * b, desc="stills", unit="still", disable=not self.progress)
-        for block in blocks:
+        done = lambda blk: all(still_exists(stills_dir, s) for s in range(blk * b, (blk + 1) * b)  # noqa: E731
+                               if s in wanted)
+        for block in self.claims.each(blocks, lambda blk: f"stills-{blk}", done):
             members = list(range(block * b, (block + 1) * b))
             t0 = time.perf_counter()
             generator = self._stills_generator()
@@ -200,8 +215,10 @@ class GenerationPipeline:
             mine = [s for blk in blocks if worker.owns(blk) for s in range(blk * self.settings.still_batch,
                                                                           (blk + 1) * self.settings.still_batch)]
             self._make_stills(mine, summary)
-            self._wait(lambda: [s for s in range(candidates) if not still_exists(self.corpus.stills_dir, s)],
-                       "stills")
+            wait_for(lambda: [s for s in range(candidates) if not still_exists(self.corpus.stills_dir, s)],
+                     root=self.root, what="stills", timeout=self.barrier_timeout,
+                     name=lambda s: still_filename(s, ".png"), owner=lambda s: self._block(s) % worker.count,
+                     count=worker.count)
             images = [load_still(self.corpus.stills_dir / still_filename(s, ".png")).image for s in range(candidates)]
             accepted, decisions = select_distinct(embed(images), self.settings.distinct, needed)
             if len(accepted) >= needed:

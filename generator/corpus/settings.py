@@ -87,6 +87,7 @@ class GenerationSettings:
     flux_base: str | None = None
     lora: str | None = None
     lora_scale: float = 0.9
+    lora_allow_ignored_keys: bool = False  # apply a LoRA some of whose keys the FLUX loader cannot map
     liveportrait_dir: str | None = None
     prompt_template: str | None = None
     driving_option: str = "expression-friendly"
@@ -123,6 +124,8 @@ class GenerationSettings:
     def fingerprint(self) -> str:
         """sha256 over the settings, with weight paths replaced by (path, size, mtime) of their files."""
         data = self.to_dict()
+        if not data["lora_allow_ignored_keys"]:
+            del data["lora_allow_ignored_keys"]  # corpora made before the option keep their fingerprint
         for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
                     "eye_lip_model"):
             data[key] = _file_identity(data[key])

@@ -9,16 +9,22 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from generator.annotate.onnx_models import ModelIOError
 from generator.evaluate.frames import EvaluationError, VideoFrames
 
 CROP_FACTOR = 1.2  # face crop around the box, as the audit used
 FRAMES_PER_TEMPLATE = 16
 
 # ---------------------------------------------------------------------------------------------- identity
+class EmbeddingModelError(ModelIOError, EvaluationError):
+    """The embedding model's output is not one finite vector per image (a feature map, a batch of the wrong size)."""
+
+
 class OnnxEmbedder:
     """A face-embedding ONNX model: NCHW float input (1 or 3 channels), one vector out per image."""
 
     def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
         if not Path(path).is_file():
             raise EvaluationError(f"embedding model {path} does not exist")
         import onnxruntime
@@ -39,9 +45,24 @@ class OnnxEmbedder:
         """L2-normalised embeddings of gray uint8 crops, pixels scaled to [-1, 1] as ArcFace models expect."""
         batch = np.stack([np.asarray(Image.fromarray(c).resize(self.size, Image.BILINEAR), dtype=np.float32) for c in crops])
         batch = (batch / 127.5 - 1.0)[:, None].repeat(self.channels, axis=1)
-        vectors = np.concatenate([self.session.run(None, {self.input_name: batch[i:i + 1]})[0].reshape(1, -1)
-                                  for i in range(len(batch))])
+        vectors = np.concatenate([self._one_vector(batch[i:i + 1]) for i in range(len(batch))])
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+    def _one_vector(self, image: np.ndarray) -> np.ndarray:
+        """Run one image; the output must be (1, D) or (1, D, 1, 1) (a pooled vector), finite and not all zeros."""
+        out = np.asarray(self.session.run(None, {self.input_name: image})[0])
+        name = self.session.get_outputs()[0].name
+        squeezed = out.reshape(out.shape[:2]) if out.ndim == 4 and out.shape[2:] == (1, 1) else out
+        if squeezed.ndim != 2 or squeezed.shape[0] != 1 or squeezed.shape[1] < 2:
+            raise EmbeddingModelError(f"{self.path}: embedding model output {name!r}: expected one vector per image, "
+                                      f"shape (1, D) for a batch of 1, got shape {out.shape}")
+        if not np.isfinite(squeezed).all():
+            raise EmbeddingModelError(f"{self.path}: embedding model output {name!r} holds NaN or inf")
+        if not squeezed.any():
+            raise EmbeddingModelError(f"{self.path}: embedding model output {name!r} is all zeros (no direction to "
+                                      "compare)")
+        return squeezed.astype(np.float64)
 
 
 def face_crop(frame: np.ndarray, box: list[float], mask_face: bool = False) -> np.ndarray:

@@ -77,6 +77,7 @@ class StillsGenerator:
         flux_base: str | os.PathLike | None = None,
         lora: str | os.PathLike | None = None,
         lora_scale: float = 0.9,
+        lora_allow_ignored_keys: bool = False,
         sampler: SamplerSettings | None = None,
         template: str | None = None,
         speed: SpeedOptions | None = None,
@@ -84,6 +85,9 @@ class StillsGenerator:
         **sampler_overrides,
     ) -> "StillsGenerator":
         """Build a generator. 'thermvision' needs `lora` (and `flux` offline); 'tiny' needs nothing.
+
+        A LoRA is applied whole or refused; `lora_allow_ignored_keys` applies the rest of a file some of whose
+        keys the FLUX loader cannot map (the sidecar lists them).
 
         `sampler_overrides` (height, width, num_steps, schedule, ...) replace fields of the paper's sampler.
         """
@@ -104,10 +108,11 @@ class StillsGenerator:
         pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed)
         lora_record = None
         if lora_path is not None:
-            load_lora(pipe, lora_path, scale=lora_scale, fuse=speed.fuse_lora)
+            applied = load_lora(pipe, lora_path, scale=lora_scale, fuse=speed.fuse_lora,
+                                allow_ignored_keys=lora_allow_ignored_keys)
             records += [{"role": "lora", "path": str(lora_path), "sha256": sha}
                         for _, sha in hash_weights(lora_path).items()]
-            lora_record = {"path": str(lora_path), "scale": lora_scale, "fused": speed.fuse_lora}
+            lora_record = {**applied, "scale": lora_scale, "fused": speed.fuse_lora}
         offload_used = apply_speed_options(pipe, speed, device)
         return cls(pipe, sampler=sampler, preset=preset, weights=records, lora=lora_record, template=template,
                    device=device, dtype=dtype, speed=speed, offload_used=offload_used)

@@ -55,11 +55,23 @@ def read_tensors(path: str | os.PathLike) -> dict:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:
             raise CheckpointError(f"{path} could not be loaded with torch.load(weights_only=True) (only plain "
-                                  f"tensors and containers are accepted): {err}") from err
+                                  f"tensors and containers are accepted): {weights_only_cause(err)}") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{path} holds a {type(data).__name__}, expected a dict of tensors")
         return data
     raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r}; use .safetensors or .pth")
+
+
+def weights_only_cause(err: Exception) -> str:
+    """The one line of torch's weights-only refusal that says what the file asked for (e.g. `Unsupported global:
+    GLOBAL builtins.exec`), without torch's advice to retry with weights_only=False, which would run it."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip()
+        line = rest.splitlines()[0] if rest else "refused"
+        return "refused " + line.split(" was not an allowed global")[0].strip()[:200]
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"{type(err).__name__}: {first[:200]}"
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -76,6 +88,27 @@ def flatten(data: dict, prefix: str = "") -> dict[str, torch.Tensor]:
         else:
             raise CheckpointError(f"entry {name!r} is a {type(value).__name__}, not a tensor")
     return out
+
+
+def check_weight_values(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refuse weights that would be cast and rendered black: integer/bool weights, and NaN/inf values.
+
+    Every LivePortrait parameter and buffer is floating point except BatchNorm's `num_batches_tracked` counter;
+    an int8 or bool tensor is a quantised or damaged file, never something a cast could repair.
+    """
+    for key, tensor in sd.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"tensor {key!r} is stored as {str(tensor.dtype).removeprefix('torch.')}; "
+                                  "LivePortrait weights must be float (fp32/fp16/bf16): the file is quantised or "
+                                  "damaged")
+        values = tensor.float() if tensor.element_size() == 1 else tensor  # fp8 has no float64 sum
+        if not bool(torch.isfinite(values.sum(dtype=torch.float64))):  # a NaN/inf anywhere makes the sum so
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"tensor {key!r} holds {bad} non-finite value(s) (NaN or inf) of "
+                                  f"{tensor.numel()}; the file is damaged")
+    return sd
 
 
 def strip_ddp(key: str) -> str:
@@ -151,7 +184,7 @@ def load_into(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> No
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read one checkpoint file into our parameter names (prefixes stripped, S regrouped, spectral norm folded)."""
     try:
-        return normalise_keys(flatten(read_tensors(path)))
+        return normalise_keys(check_weight_values(flatten(read_tensors(path))))
     except CheckpointError as err:
         if str(path) in str(err):
             raise

@@ -25,7 +25,10 @@ class OnnxFaceDetector:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"face detector {self.path} does not exist")
-        self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own exception types: name the file and keep the cause
+            raise ValueError(f"{self.path}: cannot be loaded as an ONNX face detector: {err}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape

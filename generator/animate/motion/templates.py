@@ -47,12 +47,16 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else {}
     elif path.suffix == ".safetensors":
-        from safetensors import safe_open
         from safetensors.numpy import load_file
 
-        arrays = load_file(str(path))
-        with safe_open(str(path), "np") as fh:
-            meta = json.loads((fh.metadata() or {}).get("thermvision_motion", "{}"))
+        from generator.weights import check_safetensors
+
+        metadata = check_safetensors(path, what="motion template")  # header checked before safetensors reads it
+        try:
+            arrays = load_file(str(path))
+            meta = json.loads(metadata.get("thermvision_motion", "{}"))
+        except Exception as err:  # SafetensorError, a JSON error in the metadata
+            raise ValueError(f"{path}: not a readable motion template ({type(err).__name__}: {err})") from None
     else:
         raise ValueError(f"{path}: not a motion template (.npz, .safetensors or LivePortrait .pkl)")
     unknown = set(arrays) - set(MotionSequence.FIELDS)
