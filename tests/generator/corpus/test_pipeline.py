@@ -41,10 +41,11 @@ def _env() -> dict:
     return env
 
 
-def _generate(out: Path, n: int, worker: Worker | None = None, **settings) -> object:
+def _generate(out: Path, n: int, worker: Worker | None = None, writers: int | None = None, **settings) -> object:
     settings.setdefault("motion", MOTION)
     settings.setdefault("still_batch", 2)
-    return GenerationPipeline(GenerationSettings(**settings), out, device="cpu", progress=False).run(n, worker=worker)
+    return GenerationPipeline(GenerationSettings(**settings), out, device="cpu", progress=False,
+                              writers=writers).run(n, worker=worker)
 
 
 def _corpus_content(root: Path) -> dict:
@@ -127,7 +128,7 @@ def test_rows_equal_the_files(reference):
     corpus = GeneratedCorpus(reference)
     record = corpus.records()[1]
     key, row = next(corpus.frame_rows(record))
-    png = np.asarray(Image.open(row["image"]["path"]))
+    png = np.asarray(Image.open(row["image"]["path"]).convert("RGB"))  # gray frames: 1-channel PNG
     mp4 = read_frames(corpus.identity_dir(record["identity"]) / record["videos"][0]["mp4"])[0]
     assert key == f"{record['identity']}_head_pose/00000" and np.abs(png.astype(int) - mp4.astype(int)).mean() < 8
 
@@ -285,23 +286,23 @@ def test_full_disk_is_refused_before_starting(tmp_path, monkeypatch):
 def test_disk_filling_up_mid_run_keeps_finished_identities(reference, tmp_path, monkeypatch):
     import thermvision_db.video as video
 
-    real = video.write_mp4
+    real = video.H264Writer.close
     calls = {"n": 0}
 
-    def failing(path, frames, fps=30.0, **kw):
+    def failing(self):
         calls["n"] += 1
         if calls["n"] == 3:  # the second identity's first video
-            list(frames)
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, frames, fps=fps, **kw)
+            self.abort()
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self)
 
-    monkeypatch.setattr(video, "write_mp4", failing)
+    monkeypatch.setattr(video.H264Writer, "close", failing)  # inline writers: the patch is seen
     out = tmp_path / "filling"
     with pytest.raises(DiskFullError, match="disk holding .* is full.*1 finished identities are kept"):
-        _generate(out, 3)
+        _generate(out, 3, writers=0)
     corpus = GeneratedCorpus(out)
     assert corpus.finished() == {0} and corpus.partial_dirs() == []
-    monkeypatch.setattr(video, "write_mp4", real)
+    monkeypatch.setattr(video.H264Writer, "close", real)
     _generate(out, 3)
     _assert_same_corpus(reference, out)
 
