@@ -400,3 +400,33 @@ def test_barrier_times_out_with_a_clear_error(reference, tmp_path):
     pipeline.wait_for_identities(3)  # all there: returns at once
     with pytest.raises(CorpusError, match=r"waited 0 s for 2 identities .*first: S000003"):
         pipeline.wait_for_identities(5)
+
+
+def test_mp4_only_corpus_loads_its_frames_from_the_video(reference, tmp_path, hf_cache):
+    """frames='none' (CLI --frame-files none): no PNG on disk, the same MP4 bytes, rows decoded from the MP4."""
+    out = tmp_path / "mp4only"
+    ds = load_dataset("thermvision_db", "synthetic", num_identities=1, motion=MOTION, output_dir=str(out),
+                      generator_options={"still_batch": 2, "frames": "none"}, cache_dir=hf_cache)["train"]
+    folder = out / "identities" / "S000000"
+    assert not list(folder.rglob("*.png"))[1:] and [p.name for p in folder.rglob("*.png")] == ["still.png"]
+    record = GeneratedCorpus(out).records()[0]
+    assert [v["frames"] for v in record["videos"]] == [None, None]
+    for video in ("head_pose.mp4", "expression.mp4"):  # same frames, same encoder: byte-identical videos
+        assert (folder / video).read_bytes() == (reference / "identities" / "S000000" / video).read_bytes()
+    decoded = np.concatenate([read_frames(folder / "head_pose.mp4"), read_frames(folder / "expression.mp4")])
+    assert ds.num_rows == len(decoded) == 15
+    for row, frame in zip(ds, decoded):
+        assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), frame)
+    with pytest.raises(ValueError, match="frames must be 'png' or 'none'"):
+        GenerationSettings(frames="jpeg")
+
+
+def test_png_frames_are_gray_and_load_as_rgb(reference, hf_cache):
+    folder = reference / "identities" / "S000000"
+    with Image.open(folder / "head_pose_frames" / "00002.png") as png:
+        assert png.mode == "L"  # the tiny preset's frames are gray: stored as one channel
+        expected = np.asarray(png.convert("RGB"))
+    ds = load_dataset("thermvision_db", "synthetic", output_dir=str(reference), cache_dir=hf_cache)["train"]
+    row = ds[2]
+    assert row["video_id"] == "S000000_head_pose" and row["frame_index"] == 2
+    assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), expected)
