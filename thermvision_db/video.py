@@ -201,11 +201,12 @@ def choose_h264_encoder(preference: str = "auto", nvenc_available: bool | None =
     return "h264_nvenc" if usable else "libx264"
 
 
-def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: int = 1) -> dict:
-    """Quality-targeted options: x264 CRF (one thread: multi-threaded x264 is not byte-reproducible), or
-    NVENC's constant-quality VBR at the same number."""
+def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: int = 1, x264_params: str = "") -> dict:
+    """Quality-targeted options: x264 CRF (one thread: multi-threaded x264 is not byte-reproducible; `x264_params`
+    appends x264 settings such as 'bframes=0'), or NVENC's constant-quality VBR at the same number."""
     if codec == "libx264":
-        return {"crf": str(crf), "preset": preset, "x264-params": f"threads={threads}:lookahead-threads=1"}
+        params = f"threads={threads}:lookahead-threads=1" + (f":{x264_params}" if x264_params else "")
+        return {"crf": str(crf), "preset": preset, "x264-params": params}
     if codec == "h264_nvenc":
         return {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}
     return {}
@@ -257,7 +258,7 @@ class H264Writer:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 18, codec: str = "libx264",
-                 threads: int = 1, preset: str = "medium"):
+                 threads: int = 1, preset: str = "medium", x264_params: str = ""):
         from fractions import Fraction
 
         import av
@@ -266,7 +267,7 @@ class H264Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.codec = codec
-        self.options = encoder_options(codec, crf, preset, threads)
+        self.options = encoder_options(codec, crf, preset, threads, x264_params)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.count = 0
         self.stream = None
@@ -332,13 +333,15 @@ def write_mp4(
     codec: str = "libx264",
     threads: int = 1,
     preset: str = "medium",
+    x264_params: str = "",
 ) -> Path:
     """Encode RGB (or gray) uint8 frames as H.264 (yuv420p) through PyAV; written to a temp name, then renamed.
 
     OpenCV's pip wheels cannot encode H.264, so PyAV is the project's only encoder. One encoder thread by
     default: multi-threaded x264 output differs from run to run, and a corpus must be byte-reproducible.
     """
-    with H264Writer(path, fps=fps, crf=crf, codec=codec, threads=threads, preset=preset) as writer:
+    with H264Writer(path, fps=fps, crf=crf, codec=codec, threads=threads, preset=preset,
+                    x264_params=x264_params) as writer:
         for frame in frames:
             writer.write(frame)
     return writer.path

@@ -17,9 +17,11 @@ children it spawned; no user file is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -51,7 +53,11 @@ class VideoSpec:
     png_dir: str | None = None
     codec: str = "libx264"
     crf: int = 18
-    preset: str = "veryfast"  # measured 3-4x faster than 'medium' on thermal faces, same PSNR within 0.3 dB
+    # x264 at crf 18: 'veryfast' without B-frames, diamond motion search, subpel 1: measured 5-6x faster than
+    # 'medium' on 512 px thermal faces, PSNR within 0.1 dB, MP4 ~1.6x larger (still ~1/20 of the PNG frames);
+    # see benchmarks/postprocess.py
+    preset: str = "veryfast"
+    x264_params: str = "bframes=0:me=dia:subme=1"
 
 
 class VideoFileWriter:
@@ -68,7 +74,8 @@ class VideoFileWriter:
         start = time.process_time()
         if spec.png_dir is not None:
             Path(spec.png_dir).mkdir(parents=True, exist_ok=True)
-        self.video = H264Writer(spec.mp4, fps=spec.fps, crf=spec.crf, codec=spec.codec, preset=spec.preset)
+        self.video = H264Writer(spec.mp4, fps=spec.fps, crf=spec.crf, codec=spec.codec, preset=spec.preset,
+                                x264_params=spec.x264_params)
         self.cpu_seconds += time.process_time() - start
 
     def write(self, frame: np.ndarray) -> None:
@@ -76,7 +83,9 @@ class VideoFileWriter:
 
         start = time.process_time()
         frame = np.asarray(frame)
-        self.gray = self.gray and is_gray(frame)
+        if frame.ndim == 3 and is_gray(frame):  # checked once: both writers then take the one channel
+            frame = np.ascontiguousarray(frame[..., 0])
+        self.gray = self.gray and frame.ndim == 2
         if self.spec.png_dir is not None:
             self.current = os.path.join(self.spec.png_dir, f"{self.count:05d}.png")
             write_png(self.current, frame)
@@ -217,7 +226,8 @@ class WriterPool:
                 tasks = context.Queue(maxsize=self.queue_frames)
                 proc = context.Process(target=_writer_process, args=(tasks, self._results, os.getpid()),
                                        daemon=True, name="thermvision-writer")
-                proc.start()
+                with _main_module_hidden():
+                    proc.start()
                 self._tasks.append(tasks)
                 self._procs.append(proc)
 
@@ -371,6 +381,21 @@ class WriterPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Spawned children re-run the parent's main script or module (a CLI, a benchmark importing torch: seconds of
+    CPU per child). A writer needs only this module, so the main module is hidden while the child starts."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        for key in saved:
+            setattr(main, key, None) if key == "__spec__" else delattr(main, key)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 def default_writer_processes(env=None) -> int:
