@@ -102,6 +102,8 @@ def bench_full(args) -> list[dict]:
         variants.append(("compiled + fp8 (torchao)", SpeedOptions(offload="none", compile=True, fp8=True)))
     if args.eager_only:
         variants = variants[:1] + [v for v in variants if v[0].startswith("first")][:1]
+    if args.variants:  # e.g. --variants eager compiled first-block (prefixes of the names above)
+        variants = [v for v in variants if any(v[0].startswith(prefix) for prefix in args.variants)]
     rows = []
     for name, speed in variants:
         pipe, device, dtype = full_size_pipeline(args, speed)
@@ -166,6 +168,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs=2, default=None, metavar=("DOUBLE", "SINGLE"),
                    help="full: override the 19/38 block counts (smoke tests on small machines)")
     p.add_argument("--eager-only", action="store_true", help="full: skip the compiled variants (CPU smoke tests)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="PREFIX",
+                   help="full: only the variants whose names start with these (eager, compiled, first-block)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)

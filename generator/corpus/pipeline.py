@@ -120,6 +120,7 @@ class GenerationPipeline:
                 for left in pending:  # interrupted: nothing half-written stays behind
                     left.abort()
             summary.writer_cpu_seconds = self._pool.cpu_seconds
+        self._pool = None
         self.corpus.write_manifest()
         summary.wall_seconds = time.perf_counter() - start
         name = SUMMARY_FILE if worker.count == 1 else f"summary.{worker.index}-of-{worker.count}.json"

@@ -1,7 +1,7 @@
 """PNG frames and H.264 videos written by a pool of processes, off the loop that feeds the GPU.
 
     with WriterPool(processes=2) as pool:
-        job = pool.open(VideoSpec(mp4=folder / "head_pose.mp4", png_dir=folder / "head_pose_frames", fps=30))
+        job = pool.open(VideoSpec(mp4="S1/head_pose.mp4", png_dir="S1/head_pose_frames", fps=30.0))
         for frame in frames:
             job.write(frame)          # blocks only when the writers are `queue_frames` frames behind
         job.close()                   # returns at once; job.result() waits for the finished files
@@ -23,16 +23,20 @@ import os
 import queue
 import sys
 import time
-import traceback
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 
+from generator.corpus.frame_writer import (
+    POLL_SECONDS,
+    VideoFileWriter,
+    VideoSpec,
+    describe_error,
+    writer_process,
+)
 from thermvision_db.generated import CorpusError
 
-FRAMES_OPTIONS = ("png", "none")
-POLL_SECONDS = 0.5
+__all__ = ["VideoFileWriter", "VideoJob", "VideoSpec", "WriterError", "WriterPool", "default_writer_processes"]
 
 
 class WriterError(CorpusError):
@@ -42,134 +46,6 @@ class WriterError(CorpusError):
         super().__init__(message)
         self.filename = filename
         self.errno = errno
-
-
-@dataclass(frozen=True)
-class VideoSpec:
-    """One video to write: its MP4, the folder of its lossless PNG frames (None: MP4 only), the encoder."""
-
-    mp4: str
-    fps: float
-    png_dir: str | None = None
-    codec: str = "libx264"
-    crf: int = 18
-    # x264 at crf 18: 'veryfast' without B-frames, diamond motion search, subpel 1: measured 5-6x faster than
-    # 'medium' on 512 px thermal faces, PSNR within 0.1 dB, MP4 ~1.6x larger (still ~1/20 of the PNG frames);
-    # see benchmarks/postprocess.py
-    preset: str = "veryfast"
-    x264_params: str = "bframes=0:me=dia:subme=1"
-
-
-class VideoFileWriter:
-    """Writes one video's frames, in order, in the calling process: PNG (when asked) then the H.264 encoder."""
-
-    def __init__(self, spec: VideoSpec):
-        from thermvision_db.video import H264Writer
-
-        self.spec = spec
-        self.count = 0
-        self.gray = True
-        self.cpu_seconds = 0.0
-        self.current = spec.mp4
-        start = time.process_time()
-        if spec.png_dir is not None:
-            Path(spec.png_dir).mkdir(parents=True, exist_ok=True)
-        self.video = H264Writer(spec.mp4, fps=spec.fps, crf=spec.crf, codec=spec.codec, preset=spec.preset,
-                                x264_params=spec.x264_params)
-        self.cpu_seconds += time.process_time() - start
-
-    def write(self, frame: np.ndarray) -> None:
-        from thermvision_db.video import is_gray, write_png
-
-        start = time.process_time()
-        frame = np.asarray(frame)
-        if frame.ndim == 3 and is_gray(frame):  # checked once: both writers then take the one channel
-            frame = np.ascontiguousarray(frame[..., 0])
-        self.gray = self.gray and frame.ndim == 2
-        if self.spec.png_dir is not None:
-            self.current = os.path.join(self.spec.png_dir, f"{self.count:05d}.png")
-            write_png(self.current, frame)
-        self.current = self.spec.mp4
-        self.video.write(frame)
-        self.count += 1
-        self.cpu_seconds += time.process_time() - start
-
-    def close(self) -> dict:
-        start = time.process_time()
-        self.current = self.spec.mp4
-        self.video.close()
-        self.cpu_seconds += time.process_time() - start
-        return {"mp4": self.spec.mp4, "frames": self.count, "gray": self.gray, "codec": self.spec.codec,
-                "cpu_seconds": self.cpu_seconds}
-
-    def abort(self) -> None:
-        self.video.abort()
-
-
-def _error(err: BaseException, filename: str) -> tuple:
-    """A picklable description of a failure: message naming the file, the errno, the traceback text."""
-    errno = getattr(err, "errno", None)
-    message = f"writing {filename} failed: {type(err).__name__}: {err}"
-    return message, filename, errno, traceback.format_exc(limit=4)
-
-
-def _writer_process(tasks, results, parent_pid: int) -> None:
-    """A writer process: open / frame / close / abort messages for its jobs, until 'stop' or the parent dies."""
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)  # one core per writer process; parallelism is the pool's
-    except ImportError:
-        pass
-    writers: dict[int, VideoFileWriter] = {}
-    failed: set[int] = set()
-
-    def fail(job: int, err: BaseException, filename: str) -> None:
-        failed.add(job)
-        writer = writers.pop(job, None)
-        if writer is not None:
-            writer.abort()
-        results.put(("error", job, *_error(err, filename)))
-
-    while True:
-        try:
-            message = tasks.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if os.getppid() != parent_pid:  # the main process was killed: leave nothing running
-                break
-            continue
-        kind, job = message[0], message[1] if len(message) > 1 else None
-        if kind == "stop":
-            break
-        if kind == "open":
-            spec = VideoSpec(**message[2])
-            try:
-                writers[job] = VideoFileWriter(spec)
-            except BaseException as err:
-                fail(job, err, spec.mp4)
-        elif kind == "frame" and job not in failed:
-            writer = writers[job]
-            try:
-                writer.write(message[2])
-            except BaseException as err:
-                fail(job, err, writer.current)
-        elif kind == "close":
-            if job in failed:
-                failed.discard(job)
-                continue
-            writer = writers.pop(job)
-            try:
-                results.put(("done", job, writer.close()))
-            except BaseException as err:
-                fail(job, err, writer.current)
-                failed.discard(job)
-        elif kind == "abort":
-            failed.discard(job)
-            writer = writers.pop(job, None)
-            if writer is not None:
-                writer.abort()
-    for writer in writers.values():
-        writer.abort()
 
 
 class VideoJob:
@@ -224,7 +100,7 @@ class WriterPool:
             self._results = context.Queue()
             for _ in range(self.processes):
                 tasks = context.Queue(maxsize=self.queue_frames)
-                proc = context.Process(target=_writer_process, args=(tasks, self._results, os.getpid()),
+                proc = context.Process(target=writer_process, args=(tasks, self._results, os.getpid()),
                                        daemon=True, name="thermvision-writer")
                 with _main_module_hidden():
                     proc.start()
@@ -356,7 +232,7 @@ class WriterPool:
 
     @staticmethod
     def _as_error(err: BaseException, filename: str) -> WriterError:
-        message, filename, errno, _ = _error(err, filename)
+        message, filename, errno, _ = describe_error(err, filename)
         return WriterError(message, filename=filename, errno=errno)
 
     # -- lifetime

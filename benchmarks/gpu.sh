@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Every full-size GPU benchmark in one go (under 8 minutes on one H100/H200), written to one JSON file.
+#
+#   benchmarks/gpu.sh [OUT.json]            # full size, CUDA: stills (eager / compiled / first-block cache,
+#                                           # batch 1 and 4), LivePortrait W+G bf16 batched, the whole pipeline
+#   benchmarks/gpu.sh --smoke [OUT.json]    # the same steps at tiny sizes on the CPU: checks the script, not speed
+#
+# Each step runs under its own time limit (the sum stays under 8 minutes); a step that fails or runs out of time
+# is recorded in the JSON with its exit code and the tail of its log, and the others still run. Random weights
+# throughout (speed does not depend on weight values). Aims (issue 14): LivePortrait <= 3 ms/frame, stills
+# >= 2x eager diffusers, >= 1,000 identities per GPU-hour at the paper's settings.
+set -u
+cd "$(dirname "$0")/.."
+MODE=full
+if [ "${1:-}" = "--smoke" ]; then MODE=smoke; shift; fi
+OUT="${1:-gpu_benchmarks.json}"
+WORK="$(mktemp -d -t thermvision-gpu-XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY="${PYTHON:-python}"
+
+if [ "$MODE" = full ]; then
+  STILLS=(--full --device cuda --size 512 --steps 40 --batch-sizes 1 4 --repeats 2
+          --variants eager compiled first-block)
+  ANIMATE=(--full --device cuda --dtype bf16 --batch 16 --frames 64 --repeats 3)
+  ANIMATE_COMPILED=(--full --device cuda --dtype bf16 --batch 16 --frames 64 --repeats 3 --compile)
+  PIPELINE=(--full --device cuda --motion paper -n 8 --still-batch 8 --chunk-size 16 --skip-baseline --quiet)
+  LIMITS=(270 45 75 120)  # seconds per step: 510 s in all
+else
+  STILLS=(--full --device cpu --layers 1 1 --size 64 --steps 4 --batch-sizes 1 2 --repeats 1 --eager-only
+          --threads 1)
+  ANIMATE=(--device cpu --frames 8 --batch 4 --repeats 1)
+  ANIMATE_COMPILED=(--device cpu --frames 8 --batch 4 --repeats 1 --dtype bf16)
+  PIPELINE=(--device cpu --motion short -n 2 --still-batch 2 --size 64 --steps 4 --skip-baseline --quiet)
+  LIMITS=(300 120 120 300)
+fi
+
+START=$SECONDS
+step() {  # name, limit, command...
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
+  local rc=$?
+  echo "{\"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"limit_s\": $limit}" >"$WORK/$name.status"
+  echo "[$((SECONDS - START)) s] $name: exit $rc after $((SECONDS - t0)) s"
+}
+
+step stills "${LIMITS[0]}" "$PY" benchmarks/stills.py "${STILLS[@]}" --json "$WORK/stills.json"
+step animate "${LIMITS[1]}" "$PY" benchmarks/animate.py "${ANIMATE[@]}"
+step animate_compiled "${LIMITS[2]}" "$PY" benchmarks/animate.py "${ANIMATE_COMPILED[@]}"
+step pipeline "${LIMITS[3]}" "$PY" benchmarks/generate.py "${PIPELINE[@]}" --json "$WORK/pipeline.json"
+
+"$PY" - "$WORK" "$OUT" "$MODE" "$((SECONDS - START))" <<'EOF'
+import json, platform, sys
+from pathlib import Path
+
+work, out, mode, elapsed = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def status(name):
+    s = json.loads((work / f"{name}.status").read_text())
+    if s["rc"] != 0:
+        s["log_tail"] = (work / f"{name}.log").read_text(errors="replace")[-2000:]
+    return s
+
+def last_json_line(name):
+    for line in reversed((work / f"{name}.log").read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+def load(name):
+    path = work / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+try:
+    import torch
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, no GPU"
+    versions = {"torch": torch.__version__}
+except Exception as err:  # the JSON is still written
+    device, versions = f"unknown ({err})", {}
+result = {"mode": mode, "device": device, "versions": versions, "elapsed_s": elapsed,
+          "steps": {n: status(n) for n in ("stills", "animate", "animate_compiled", "pipeline")}}
+stills = load("stills")
+if stills:
+    rows = stills["rows"]
+    result["stills"] = rows
+    eager = next((r["s_per_image"] for r in rows if r["variant"] == "eager" and r["batch"] == 1), None)
+    if eager:
+        best = min(rows, key=lambda r: r["s_per_image"])
+        result["stills_best"] = {**best, "speedup_vs_eager_batch1": round(eager / best["s_per_image"], 2),
+                                 "aim_speedup": 2.0}
+for name in ("animate", "animate_compiled"):
+    row = last_json_line(name)
+    if row:
+        result[name] = {**row, "aim_ms_per_frame": 3.0}
+pipeline = load("pipeline")
+if pipeline:
+    row = pipeline["rows"][0]
+    result["pipeline"] = {"identities_per_hour": row["identities_per_hour"], "stage_share": row["stage_share"],
+                          "writer_cpu_seconds": row.get("writer_cpu_seconds"), "wall_seconds": row["wall_seconds"],
+                          "generated": row["generated"], "args": pipeline["args"], "aim_identities_per_hour": 1000}
+out.write_text(json.dumps(result, indent=2))
+print(json.dumps({k: result.get(k) for k in ("device", "elapsed_s", "stills_best", "animate", "pipeline")},
+                 indent=1, default=str)[:3000])
+print(f"wrote {out}")
+EOF
