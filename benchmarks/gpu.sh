@@ -3,7 +3,8 @@
 #
 #   benchmarks/gpu.sh [OUT.json]            # full size, CUDA: stills (eager / compiled / first-block cache,
 #                                           # batch 1 and 4), LivePortrait W+G bf16 batched, the whole pipeline
-#   benchmarks/gpu.sh --smoke [OUT.json]    # the same steps at tiny sizes on the CPU: checks the script, not speed
+#   benchmarks/gpu.sh --smoke [OUT.json]    # the same steps at tiny sizes on the CPU (1+1 FLUX blocks, tiny
+#                                           # LivePortrait, tiny-preset pipeline): checks the script, not speed
 #
 # Each step runs under its own time limit (the sum stays under 8 minutes); a step that fails or runs out of time
 # is recorded in the JSON with its exit code and the tail of its log, and the others still run. Random weights
@@ -31,7 +32,7 @@ else
           --threads 1)
   ANIMATE=(--device cpu --frames 8 --batch 4 --repeats 1)
   ANIMATE_COMPILED=(--device cpu --frames 8 --batch 4 --repeats 1 --dtype bf16)
-  PIPELINE=(--device cpu --motion short -n 2 --still-batch 2 --size 64 --steps 4 --skip-baseline --quiet)
+  PIPELINE=(--device cpu --motion short -n 2 --still-batch 2 --steps 4 --skip-baseline --quiet)  # tiny preset
   LIMITS=(300 120 120 300)
 fi
 
