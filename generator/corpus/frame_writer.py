@@ -137,5 +137,6 @@ def writer_process(tasks, results, parent_pid: int) -> None:
             writer = writers.pop(job, None)
             if writer is not None:
                 writer.abort()
+            results.put(("aborted", job))  # the caller may now remove the folder: nothing more is written
     for writer in writers.values():
         writer.abort()

@@ -291,6 +291,7 @@ class GenerationPipeline:
         if partial.exists():
             shutil.rmtree(partial)  # left by a killed run: redo the identity from scratch
         partial.mkdir(parents=True)
+        jobs: list = []  # the videos handed to the writer pool
         try:
             still_png = self.corpus.stills_dir / still_filename(slot, ".png")
             still = load_still(still_png)
@@ -306,7 +307,6 @@ class GenerationPipeline:
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0
-            jobs: list = []
             videos = [write_video(self, name, set_name, frames, source, still_labels, options, partial, summary, jobs)
                       for set_name, frames in self.settings.motion.items()]
             record = {
@@ -326,7 +326,7 @@ class GenerationPipeline:
             }
             return PendingIdentity(name, partial, final, record, jobs)
         except BaseException:
-            for job in jobs if "jobs" in locals() else []:
+            for job in jobs:
                 job.abort()
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -153,6 +153,9 @@ class WriterPool:
             job._inline = None
         elif job.slot is not None and job.id not in self._outcomes and self._procs[job.slot].is_alive():
             self._put(job, ("abort", job.id), check=False)
+            deadline = time.monotonic() + 60  # the frames queued before the abort are dropped or written first
+            while job.id not in self._outcomes and self._procs[job.slot].is_alive() and time.monotonic() < deadline:
+                self._drain(block=True)
         self._finish(job)
 
     def _done(self, job: VideoJob) -> bool:

@@ -192,3 +192,23 @@ def test_writer_processes_follow_the_cores():
     assert default_writer_processes({"LOCAL_WORLD_SIZE": str(4 * cores)}) == 1  # many ranks per node: at least one
     with pytest.raises(ValueError, match="processes >= 0"):
         WriterPool(-1)
+
+
+def test_abort_returns_only_when_the_writer_has_stopped_writing(tmp_path):
+    """The pipeline removes an aborted identity's folder right after abort(): nothing may appear in it later."""
+    frames = _faces(20, size=128)
+    with WriterPool(1, queue_frames=32) as pool:
+        job = pool.open(VideoSpec(mp4=str(tmp_path / "id" / "v.mp4"), fps=30.0, png_dir=str(tmp_path / "id" / "f")))
+        for frame in frames:
+            job.write(frame)  # still queued when the abort is sent
+        job.abort()
+        assert not (tmp_path / "id" / ".v.mp4.partial").exists() and not (tmp_path / "id" / "v.mp4").exists()
+        import shutil
+
+        shutil.rmtree(tmp_path / "id")
+        time.sleep(1.0)
+        assert not (tmp_path / "id").exists()
+        after = pool.open(VideoSpec(mp4=str(tmp_path / "next.mp4"), fps=30.0))  # the process goes on
+        after.write(frames[0])
+        after.close()
+        assert after.result(timeout=60)["frames"] == 1
