@@ -133,7 +133,8 @@ def _dtype(args):
 
 
 def report(rows: list[dict], args) -> None:
-    base = next(r["s_per_image"] for r in rows if r["variant"] == "eager" and r["batch"] == rows[0]["batch"])
+    base = next((r["s_per_image"] for r in rows if r["variant"] == "eager" and r["batch"] == rows[0]["batch"]),
+                rows[0]["s_per_image"])  # one variant alone (benchmarks/gpu.sh): ratios against its first row
     machine = torch.cuda.get_device_name() if (args.full and torch.cuda.is_available()) else platform.processor() \
         or platform.machine()
     kind = "tiny preset"

@@ -5,6 +5,7 @@ The pool's side (queues, results, errors in the main process) is `generator.corp
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 POLL_SECONDS = 0.5
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,27 @@ class VideoFileWriter:
         start = time.process_time()
         if spec.png_dir is not None:
             Path(spec.png_dir).mkdir(parents=True, exist_ok=True)
+        self.codec = spec.codec
         self.video = H264Writer(spec.mp4, fps=spec.fps, crf=spec.crf, codec=spec.codec, preset=spec.preset,
                                 x264_params=spec.x264_params)
         self.cpu_seconds += time.process_time() - start
+
+    def _encode_first(self, frame: np.ndarray) -> None:
+        """The encoder opens on the first frame. NVENC can refuse there (a GPU's concurrent-session limit, a busy
+        or lost device): that video then falls back to x264, and its result names the encoder used."""
+        from thermvision_db.video import H264Writer
+
+        try:
+            self.video.write(frame)
+        except Exception as err:
+            if self.codec != "h264_nvenc":
+                raise
+            log.warning("h264_nvenc could not open for %s (%s); writing it with libx264", self.spec.mp4, err)
+            self.video.abort()
+            self.codec = "libx264"
+            self.video = H264Writer(self.spec.mp4, fps=self.spec.fps, crf=self.spec.crf, codec=self.codec,
+                                    preset=self.spec.preset, x264_params=self.spec.x264_params)
+            self.video.write(frame)
 
     def write(self, frame: np.ndarray) -> None:
         from thermvision_db.video import is_gray, write_png
@@ -63,7 +83,10 @@ class VideoFileWriter:
             self.current = os.path.join(self.spec.png_dir, f"{self.count:05d}.png")
             write_png(self.current, frame)
         self.current = self.spec.mp4
-        self.video.write(frame)
+        if self.count == 0:
+            self._encode_first(frame)
+        else:
+            self.video.write(frame)
         self.count += 1
         self.cpu_seconds += time.process_time() - start
 
@@ -72,7 +95,7 @@ class VideoFileWriter:
         self.current = self.spec.mp4
         self.video.close()
         self.cpu_seconds += time.process_time() - start
-        return {"mp4": self.spec.mp4, "frames": self.count, "gray": self.gray, "codec": self.spec.codec,
+        return {"mp4": self.spec.mp4, "frames": self.count, "gray": self.gray, "codec": self.codec,
                 "cpu_seconds": self.cpu_seconds}
 
     def abort(self) -> None:

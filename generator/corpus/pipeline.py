@@ -335,8 +335,8 @@ class GenerationPipeline:
         """Wait for the identity's writers, write its record last, and rename the folder into place."""
         try:
             t0 = time.perf_counter()
-            for job in pending.jobs:
-                job.result()
+            for job, video in zip(pending.jobs, pending.record["videos"]):
+                video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
             summary.stage_seconds["encode"] += time.perf_counter() - t0
             atomic_write_json(pending.partial / "identity.json", pending.record)
             if pending.final.exists():  # finished meanwhile by another process given the same shard: keep theirs

@@ -212,3 +212,23 @@ def test_abort_returns_only_when_the_writer_has_stopped_writing(tmp_path):
         after.write(frames[0])
         after.close()
         assert after.result(timeout=60)["frames"] == 1
+
+
+def test_a_video_whose_nvenc_session_cannot_open_is_written_with_x264(tmp_path):
+    """Where no driver opens h264_nvenc (this machine: the PyAV wheel lists it, there is no GPU) the video falls
+    back to x264, byte for byte what x264 writes, and its result names the encoder actually used."""
+    frames = _faces(6)
+    with WriterPool(1) as pool:
+        results = []
+        for codec in ("h264_nvenc", "libx264"):
+            job = pool.open(VideoSpec(mp4=str(tmp_path / f"{codec}.mp4"), fps=30.0, codec=codec))
+            for frame in frames:
+                job.write(frame)
+            job.close()
+            results.append(job.result(timeout=60))
+    if nvenc_usable():  # a machine with NVENC writes the first video with it
+        assert [r["codec"] for r in results] == ["h264_nvenc", "libx264"]
+        assert read_frames(tmp_path / "h264_nvenc.mp4").shape == (6, 64, 64, 3)
+    else:
+        assert [r["codec"] for r in results] == ["libx264", "libx264"]
+        assert (tmp_path / "h264_nvenc.mp4").read_bytes() == (tmp_path / "libx264.mp4").read_bytes()
