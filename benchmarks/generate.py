@@ -86,7 +86,8 @@ def _full_components(args, settings: GenerationSettings, device: torch.device):
                                                                       dtype=dtype))
     nets = LivePortraitNetworks.from_config(LivePortraitConfig(), seed=0)
     animator = LivePortraitPipeline(nets, device=device, dtype=args.dtype, compile=args.compile,
-                                    chunk_size=settings.chunk_size, progress=False)
+                                    chunk_size=settings.chunk_size, progress=False,
+                                    grayscale_output=True)  # white-hot gray frames, as load_animator makes them
     return RandomEmbeddingStills(gen), animator
 
 

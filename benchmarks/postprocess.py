@@ -183,7 +183,7 @@ def pipeline_overlap(identities: int, motion: str, writers: int, repeats: int) -
     cfg.spade = dataclasses.replace(cfg.spade, upscale=2)
     assert cfg.output_size == SIZE
     animator = LivePortraitPipeline(LivePortraitNetworks.from_config(cfg, seed=0), device="cpu", chunk_size=16,
-                                    progress=False)
+                                    progress=False, grayscale_output=True)  # white-hot gray, as the corpus
     settings = GenerationSettings(preset="tiny", motion=motion, still_batch=identities)
     result = {"identities": identities, "motion": settings.motion, "output_px": SIZE, "writers": writers,
               "repeats": repeats}
