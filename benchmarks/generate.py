@@ -5,6 +5,8 @@
                                                              # through load_dataset(..., "synthetic") end to end
     python benchmarks/generate.py --full -n 16 --motion paper --device cuda   # full-size random weights, GPU
     python benchmarks/generate.py --full --layers 1 1 --size 64 --steps 4 -n 2 --motion short --device cpu  # smoke
+    python benchmarks/generate.py --paper-scale --json paper_scale.json  # CPU post-processing per identity at the
+                                                   # paper's size, new writers vs naive, and the writer pool's overlap
 
 The baseline is the same pipeline run the way the upstream tools run it: one still per FLUX call and one frame per
 LivePortrait W+G call (`still_batch=1, chunk_size=1`). The published anchor for the paper's workflow (ComfyUI
@@ -30,6 +32,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import postprocess  # noqa: E402  (benchmarks/postprocess.py)
 
 from generator.corpus.pipeline import GenerationPipeline
 from generator.corpus.workers import Worker
@@ -81,7 +86,8 @@ def _full_components(args, settings: GenerationSettings, device: torch.device):
                                                                       dtype=dtype))
     nets = LivePortraitNetworks.from_config(LivePortraitConfig(), seed=0)
     animator = LivePortraitPipeline(nets, device=device, dtype=args.dtype, compile=args.compile,
-                                    chunk_size=settings.chunk_size, progress=False)
+                                    chunk_size=settings.chunk_size, progress=False,
+                                    grayscale_output=True)  # white-hot gray frames, as load_animator makes them
     return RandomEmbeddingStills(gen), animator
 
 
@@ -146,7 +152,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--paper-scale", action="store_true",
+                   help="post-processing (PNG + H.264) CPU-seconds per identity at 604 frames of 512 px, on the CPU; "
+                        "see benchmarks/postprocess.py")
+    postprocess.add_arguments(p)
     args = p.parse_args(argv)
+    if args.paper_scale:
+        result = postprocess.run(args)
+        print(postprocess.report(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     if args.via_load_dataset:
         return via_load_dataset(args)
     motion = args.motion or ("paper" if args.full else "short")

@@ -102,6 +102,8 @@ def bench_full(args) -> list[dict]:
         variants.append(("compiled + fp8 (torchao)", SpeedOptions(offload="none", compile=True, fp8=True)))
     if args.eager_only:
         variants = variants[:1] + [v for v in variants if v[0].startswith("first")][:1]
+    if args.variants:  # e.g. --variants eager compiled first-block (prefixes of the names above)
+        variants = [v for v in variants if any(v[0].startswith(prefix) for prefix in args.variants)]
     rows = []
     for name, speed in variants:
         pipe, device, dtype = full_size_pipeline(args, speed)
@@ -131,7 +133,8 @@ def _dtype(args):
 
 
 def report(rows: list[dict], args) -> None:
-    base = next(r["s_per_image"] for r in rows if r["variant"] == "eager" and r["batch"] == rows[0]["batch"])
+    base = next((r["s_per_image"] for r in rows if r["variant"] == "eager" and r["batch"] == rows[0]["batch"]),
+                rows[0]["s_per_image"])  # one variant alone (benchmarks/gpu.sh): ratios against its first row
     machine = torch.cuda.get_device_name() if (args.full and torch.cuda.is_available()) else platform.processor() \
         or platform.machine()
     kind = "tiny preset"
@@ -166,6 +169,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs=2, default=None, metavar=("DOUBLE", "SINGLE"),
                    help="full: override the 19/38 block counts (smoke tests on small machines)")
     p.add_argument("--eager-only", action="store_true", help="full: skip the compiled variants (CPU smoke tests)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="PREFIX",
+                   help="full: only the variants whose names start with these (eager, compiled, first-block)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args(argv)

@@ -45,10 +45,11 @@ def _identity_columns(identities: list[str]) -> dict:
 
 
 def frame_features(identities: list[str]) -> datasets.Features:
-    """One row per frame. `head_pose`, `seed` and `prompt` are null for the released corpus."""
+    """One row per frame. `head_pose`, `seed` and `prompt` are null for the released corpus. Images are RGB
+    whatever the file (generated gray frames are stored as 1-channel PNG)."""
     return datasets.Features(
         {
-            "image": datasets.Image(),
+            "image": datasets.Image(mode="RGB"),
             **_identity_columns(identities),
             "frame_index": datasets.Value("int32"),
             "faces": [face_feature()],  # a Python list keeps list-of-dicts rows on datasets 3.x too

@@ -8,6 +8,7 @@ diffusion. Layout of an output folder:
     identities/S000000/            one folder per finished identity, renamed into place when complete
         identity.json              the identity's record (the manifest row), written last inside the folder
         head_pose.mp4              H.264 video; head_pose_frames/00000.png ... the same frames losslessly
+                                   (1-channel PNG when gray; absent for a corpus generated with frames='none')
         head_pose.labels.json      per frame: faces (propagated [+ detector]), qc, head pose (degrees)
         head_pose.motion.npz|.json the driving motion applied (pose, scale, translation, keypoints)
         expression.*               the same for the expression video
@@ -149,22 +150,24 @@ class GeneratedCorpus:
         folder = self.identity_dir(record["identity"])
         for video in record["videos"]:
             labels = json.loads((folder / video["labels"]).read_text())["frames"]
-            frames_dir = folder / video["frames"]
+            frames_dir = folder / (video.get("frames") or f"{video['set']}_frames")
             decoded = None
             for i, frame in enumerate(labels):
                 png = frames_dir / f"{i:05d}.png"
                 if png.is_file():
                     image = {"path": str(png), "bytes": None}
-                else:  # a corpus written with --no-png: decode the MP4 once
+                else:  # a corpus generated with frames='none': decode the MP4 once
                     if decoded is None:
-                        from thermvision_db.video import read_frames
+                        from thermvision_db.video import iter_frames
 
-                        decoded = read_frames(folder / video["mp4"])
-                    buffer = io.BytesIO()
-                    from PIL import Image
+                        decoded = iter_frames(folder / video["mp4"])
+                    from thermvision_db.video import encode_png
 
-                    Image.fromarray(decoded[i]).save(buffer, format="PNG", compress_level=1)
-                    image = {"path": png.name, "bytes": buffer.getvalue()}
+                    try:
+                        image = {"path": png.name, "bytes": encode_png(next(decoded))}
+                    except StopIteration:
+                        raise CorpusError(f"{folder / video['mp4']} has fewer frames than its {len(labels)} "
+                                          "labels") from None
                 yield f"{video['video_id']}/{i:05d}", {
                     "image": image,
                     **identity_columns(record, video),

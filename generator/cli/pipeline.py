@@ -34,7 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eye-lip-model", default=None,
                    help="LivePortrait 203-point ONNX (landmark.onnx): measures the still's eye and lip opening, "
                         "the starting point of the expression retargeting")
-    g.add_argument("--no-png", action="store_true", help="write MP4s only (frames are decoded when loading)")
+    # `--frames N` is the animate stage's frame count, hence `--frame-files` (settings / generator_options: frames)
+    g.add_argument("--frame-files", choices=["png", "none"], default=None,
+                   help="png (default): lossless PNG frames beside each MP4 (one channel when gray); none: the MP4 "
+                        "alone, several times less disk (frames are decoded from it when loading)")
+    g.add_argument("--no-png", action="store_true", help="same as --frame-files none")
+    g.add_argument("--video-encoder", choices=["auto", "x264", "nvenc"], default="auto",
+                   help="H.264 encoder: auto = NVENC (h264_nvenc) when the GPU and PyAV build offer it, else x264")
+    g.add_argument("--writers", type=int, default=None, metavar="N",
+                   help="PNG/H.264 writer processes beside the GPU loop (default: from the cores; 0 = inline)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -51,7 +59,7 @@ def settings_from_args(args: argparse.Namespace):
         driving_option=args.driving_option, stitching=not args.animate_no_stitching,
         label_detector=args.label_detector, label_landmarker=args.label_landmarker,
         eye_lip_model=args.eye_lip_model, distinct=args.distinct,
-        write_png=not args.no_png)
+        frames=args.frame_files or ("none" if args.no_png else "png"), video_encoder=args.video_encoder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
-        pipeline = GenerationPipeline(settings, args.out, device=args.device, barrier_timeout=args.barrier_timeout * 60)
+        pipeline = GenerationPipeline(settings, args.out, device=args.device, writers=args.writers,
+                                      barrier_timeout=args.barrier_timeout * 60)
         summary = pipeline.run(args.num_identities, shard=args.shard)
     except (ThermVisionError, WeightsNotFoundError, UnsafeWeightsError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

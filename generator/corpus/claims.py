@@ -9,6 +9,8 @@ So both runs end with the whole corpus and nothing is made twice at once.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import contextlib
 import logging
 import os
@@ -60,6 +62,25 @@ class Claims:
                 yield True
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def each_held(self, items: Iterable, name: Callable[[object], str],
+                  done: Callable[[object], bool]) -> Iterator[tuple[object, ExitStack]]:
+        """Like `each`, but yields (item, claim) and the caller releases the claim (`claim.close()`) when the
+        item is really finished: work that completes later (files still being written) keeps its claim."""
+        deferred = []
+        for wait, batch in ((False, items), (True, deferred)):
+            if wait and deferred:
+                log.warning("%d units are being made by other processes (e.g. %s by %s); doing the rest first, "
+                            "then waiting for those", len(deferred), name(deferred[0]), self.holder(name(deferred[0])))
+            for item in list(batch):
+                held = ExitStack()
+                if not held.enter_context(self.claim(name(item), wait=wait)):
+                    held.close()
+                    deferred.append(item)
+                elif done(item):
+                    held.close()
+                else:
+                    yield item, held
 
     def each(self, items: Iterable, name: Callable[[object], str], done: Callable[[object], bool]) -> Iterator:
         """Yield each item not `done`, holding its claim while the caller works on it. Items another process

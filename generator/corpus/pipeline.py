@@ -10,6 +10,8 @@ identities (`block % workers == worker`), with workers = torchrun/accelerate ran
 still is made in the same batch whatever the number of processes, so the corpus is the same as one process's.
 The optional distinctness filter needs every candidate still before deciding, so with it the processes meet
 at a file barrier between the stills and the animation.
+PNG frames and H.264 videos are written by a pool of writer processes (corpus/writers.py) while the next identity
+is animated; an identity is renamed into place only after its writers have finished.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,11 @@ from generator.corpus.models import (
     load_stills_generator,
     weight_records,
 )
-from generator.corpus.settings import GenerationSettings, motion_sequence
+from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
+from generator.corpus.videos import PendingIdentity, write_video
 from generator.corpus.workers import Worker
+from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
 from thermvision_db.atomic import atomic_write_json
 from thermvision_db.generated import (
     IDENTITY_FILE,
@@ -64,9 +67,10 @@ class GenerationPipeline:
 
     def __init__(self, settings: GenerationSettings, output_dir: str | os.PathLike, *, device: str | None = None,
                  progress: bool = True, embed=None, barrier_timeout: float = DEFAULT_TIMEOUT_MINUTES * 60,
-                 stills_generator=None, animator=None):
-        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models).
-        `barrier_timeout` (seconds) bounds a wait for other workers' stills or identities."""
+                 stills_generator=None, animator=None, writers: int | None = None):
+        """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models);
+        `barrier_timeout` (seconds) bounds a wait for other workers' stills or identities; `writers`: PNG/H.264
+        writer processes (default: from the cores; 0 writes inline, in this process)."""
         self.settings = settings
         self.corpus = GeneratedCorpus(output_dir)
         self.fingerprint = settings.fingerprint()  # stats every weight file: once, not per identity
@@ -81,6 +85,8 @@ class GenerationPipeline:
         self._weights: list[dict] | None = None
         self.claims = Claims(self.root)
         self.worker = Worker()
+        self.writers = default_writer_processes() if writers is None else int(writers)
+        self._pool: WriterPool | None = None
 
     # -- public
     def run(self, num_identities: int, shard: str | None = None, worker: Worker | None = None) -> RunSummary:
@@ -118,24 +124,54 @@ class GenerationPipeline:
         if todo:
             self._check_free_space(todo)
         done = lambda i: (self.corpus.identity_dir(identity_name(i)) / IDENTITY_FILE).is_file()  # noqa: E731
-        for index in tqdm(self.claims.each(todo, identity_name, done), total=len(todo), desc="identities",
-                          unit="identity", disable=not self.progress):
-            name = identity_name(index)
+        with WriterPool(self.writers if todo else 0) as self._pool:
+            pending: list[tuple[PendingIdentity, object]] = []  # animated, files still being written; claim held
             try:
-                self.make_identity(index, slots[index], summary)
-                summary.generated.append(name)
-            except Exception as err:  # one bad identity must not stop a thousand-identity run; a full disk does
-                if isinstance(err, DiskFullError):
-                    raise
-                if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                    raise DiskFullError(self._disk_full_message(err)) from err
-                summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
-                log.exception("identity %s failed", name)
+                for index, claim in tqdm(self.claims.each_held(todo, identity_name, done), total=len(todo),
+                                         desc="identities", unit="identity", disable=not self.progress):
+                    started = self._attempt(identity_name(index), summary, self.start_identity, index, slots[index],
+                                            summary)
+                    if started:
+                        pending.append((started, claim))
+                    else:
+                        claim.close()
+                    while pending and (len(pending) > 2 or pending[0][0].done()):
+                        self._finish(pending.pop(0), summary)
+                while pending:
+                    self._finish(pending.pop(0), summary)
+            finally:
+                for left, claim in pending:  # interrupted: nothing half-written stays behind
+                    left.abort()
+                    claim.close()
+            summary.writer_cpu_seconds = self._pool.cpu_seconds
+        self._pool = None
         self.corpus.write_manifest()
         summary.wall_seconds = time.perf_counter() - start
         name = SUMMARY_FILE if worker.count == 1 else f"summary.{worker.index}-of-{worker.count}.json"
         atomic_write_json(self.root / name, summary.to_dict())
         return summary
+
+    def _finish(self, pending_claim: tuple, summary: RunSummary) -> None:
+        """Finish an identity, then release its claim (another process may take it only once it is done)."""
+        pending, claim = pending_claim
+        try:
+            self._attempt(pending.name, summary, self.finish_identity, pending, summary)
+        finally:
+            claim.close()
+
+    def _attempt(self, name: str, summary: RunSummary, step, *args):
+        """Run one identity's step; a failure is recorded and the run goes on, a full disk stops it."""
+        try:
+            result = step(*args)
+        except Exception as err:  # one bad identity must not stop a thousand-identity run; a full disk does
+            if isinstance(err, DiskFullError):
+                raise
+            if isinstance(err, (OSError, WriterError)) and err.errno == errno.ENOSPC:
+                raise DiskFullError(self._disk_full_message(err)) from err
+            summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
+            log.exception("identity %s failed", name)
+            return None
+        return result
 
     def wait_for_identities(self, num_identities: int) -> None:
         """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
@@ -250,7 +286,7 @@ class GenerationPipeline:
         """Refuse to start when the estimated output clearly does not fit (PNG frames dominate)."""
         size = self._animation().cfg.output_size
         frames = sum(self.settings.motion.values())
-        per_identity = frames * size * size * (0.45 if self.settings.write_png else 0.05) + 4 * size * size
+        per_identity = frames * size * size * (0.45 if self.settings.frames == "png" else 0.05) + 4 * size * size
         need = per_identity * len(todo)
         free = shutil.disk_usage(self.root).free
         if free < need:
@@ -264,6 +300,17 @@ class GenerationPipeline:
 
     def make_identity(self, index: int, slot: int, summary: RunSummary) -> Path:
         """Animate and label one identity into a temporary folder, then rename it into place."""
+        own_pool = self._pool is None
+        if own_pool:
+            self._pool = WriterPool(0)
+        try:
+            return self.finish_identity(self.start_identity(index, slot, summary), summary)
+        finally:
+            if own_pool:
+                self._pool = None
+
+    def start_identity(self, index: int, slot: int, summary: RunSummary) -> PendingIdentity:
+        """Animate and label one identity into a temporary folder; its files are left to the writer pool."""
         from generator.annotate.labels import label_still
         from generator.stills.files import load_still, still_filename
 
@@ -273,6 +320,7 @@ class GenerationPipeline:
         if partial.exists():
             shutil.rmtree(partial)  # left by a killed run: redo the identity from scratch
         partial.mkdir(parents=True)
+        jobs: list = []  # the videos handed to the writer pool
         try:
             still_png = self.corpus.stills_dir / still_filename(slot, ".png")
             still = load_still(still_png)
@@ -288,7 +336,7 @@ class GenerationPipeline:
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0
-            videos = [self._write_video(name, set_name, frames, source, still_labels, options, partial, summary)
+            videos = [write_video(self, name, set_name, frames, source, still_labels, options, partial, summary, jobs)
                       for set_name, frames in self.settings.motion.items()]
             record = {
                 "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
@@ -305,15 +353,30 @@ class GenerationPipeline:
                            "eye_lip_measured": eye_lip is not None},
                 "settings_fingerprint": self.fingerprint, "videos": videos,
             }
-            atomic_write_json(partial / "identity.json", record)
-            if final.exists():  # finished meanwhile by another process given the same shard: keep theirs
-                shutil.rmtree(partial)
-            else:
-                os.replace(partial, final)
-            return final
+            return PendingIdentity(name, partial, final, record, jobs)
         except BaseException:
+            for job in jobs:
+                job.abort()
             shutil.rmtree(partial, ignore_errors=True)
             raise
+
+    def finish_identity(self, pending: PendingIdentity, summary: RunSummary) -> Path:
+        """Wait for the identity's writers, write its record last, and rename the folder into place."""
+        try:
+            t0 = time.perf_counter()
+            for job, video in zip(pending.jobs, pending.record["videos"]):
+                video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
+            summary.stage_seconds["encode"] += time.perf_counter() - t0
+            atomic_write_json(pending.partial / "identity.json", pending.record)
+            if pending.final.exists():  # finished meanwhile by another process given the same shard: keep theirs
+                shutil.rmtree(pending.partial)
+            else:
+                os.replace(pending.partial, pending.final)
+        except BaseException:
+            pending.abort()
+            raise
+        summary.generated.append(pending.name)
+        return pending.final
 
     def _animation_options(self, image: np.ndarray, still_labels, eye_lip):
         """Upstream flags, plus the still's measured eye/lip opening when a 203-point model is given (the
@@ -325,70 +388,3 @@ class GenerationPipeline:
             left, right, lip = eye_lip.eye_lip_ratios(eye_lip(image, still_labels.box_xywh))
             options.source_eye_ratio, options.source_lip_ratio = (left, right), lip
         return options
-
-    def _write_video(self, name: str, set_name: str, num_frames: int, source, still_labels, options,
-                     folder: Path, summary: RunSummary) -> dict:
-        from PIL import Image
-
-        from generator.animate.liveportrait.output import write_motion
-        from generator.animate.liveportrait.pipeline import motion_record
-        from generator.annotate.labels import (
-            compare_labels,
-            detect_frames,
-            frame_faces,
-            propagate_labels,
-        )
-        from thermvision_db.video import write_mp4
-
-        animator = self._animation()
-        detector, landmarker, _ = self._models()
-        motion, template = motion_sequence(set_name, num_frames)
-        t0 = time.perf_counter()
-        kp = animator.driving_keypoints(source, motion, options)
-        propagated = propagate_labels(animator, source, kp, still_labels)
-        summary.stage_seconds["labels"] += time.perf_counter() - t0
-        png_dir = folder / f"{set_name}_frames"
-        png_dir.mkdir()
-        detections: list = []
-
-        def frames() -> Iterator[np.ndarray]:
-            produced = animator.iter_frames(source, motion, options, keypoints=kp)
-            for i in range(len(motion)):
-                t = time.perf_counter()
-                frame = next(produced)
-                summary.stage_seconds["animate"] += time.perf_counter() - t
-                t = time.perf_counter()
-                if self.settings.write_png:
-                    Image.fromarray(frame).save(png_dir / f"{i:05d}.png", compress_level=1)
-                summary.stage_seconds["encode"] += time.perf_counter() - t
-                if detector is not None:
-                    t = time.perf_counter()
-                    detections.extend(detect_frames([frame], detector, landmarker))
-                    summary.stage_seconds["labels"] += time.perf_counter() - t
-                yield frame
-
-        t0 = time.perf_counter()
-        before = sum(summary.stage_seconds[k] for k in ("animate", "encode", "labels"))
-        write_mp4(folder / f"{set_name}.mp4", frames(), fps=motion.fps)
-        write_motion(motion_record(kp), folder / f"{set_name}.motion", motion.fps, set_name)
-        after = sum(summary.stage_seconds[k] for k in ("animate", "encode", "labels"))
-        summary.stage_seconds["encode"] += (time.perf_counter() - t0) - (after - before)  # the H.264 encoder's share
-        t0 = time.perf_counter()
-        disagreement = compare_labels(propagated, detections) if detector is not None else None
-        rows = []
-        for t in range(len(motion)):
-            detection = detections[t] if detector is not None else None
-            qc = "ok" if detector is None or detection is not None else "missing"
-            yaw, pitch, roll = (float(v) for v in propagated.head_pose[t])
-            rows.append({"faces": frame_faces(propagated, t, detection), "qc": qc,
-                         "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}})
-        labels_name = f"{set_name}.labels.json"
-        atomic_write_json(folder / labels_name, {"frames": rows,
-                                                 "disagreement": disagreement.summary if disagreement else None})
-        summary.stage_seconds["labels"] += time.perf_counter() - t0
-        height, width = animator.cfg.output_size, animator.cfg.output_size
-        return {"set": set_name, "video_id": f"{name}_{set_name}", "driving_template": template,
-                "num_frames": len(motion), "fps": float(motion.fps), "width": width, "height": height,
-                "mp4": f"{set_name}.mp4", "frames": f"{set_name}_frames", "labels": labels_name,
-                "motion": f"{set_name}.motion.npz",
-                "disagreement": disagreement.summary if disagreement else None}

@@ -96,7 +96,8 @@ class GenerationSettings:
     label_landmarker: str | None = None  # SF-TL54-style ONNX 54-point model for the still
     eye_lip_model: str | None = None  # LivePortrait 203-point ONNX: the still's eye/lip opening for retargeting
     distinct: float | None = None  # reject a still whose embedding cosine similarity to an accepted one exceeds this
-    write_png: bool = True
+    frames: str = "png"  # 'png': lossless PNG frames beside each MP4; 'none': the MP4 alone (decoded when loading)
+    video_encoder: str = "auto"  # 'auto': h264_nvenc when the GPU and PyAV build offer it, else libx264; 'x264', 'nvenc'
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -108,6 +109,10 @@ class GenerationSettings:
             raise ValueError(f"still_size must be a multiple of 16, got {self.still_size}")
         if self.still_batch < 1 or self.chunk_size < 1:
             raise ValueError("still_batch and chunk_size must be >= 1")
+        if self.frames not in ("png", "none"):
+            raise ValueError(f"frames must be 'png' or 'none', got {self.frames!r}")
+        if self.video_encoder not in ("auto", "x264", "nvenc"):
+            raise ValueError(f"video_encoder must be 'auto', 'x264' or 'nvenc', got {self.video_encoder!r}")
         if self.distinct is not None and not 0 < self.distinct <= 1:
             raise ValueError(f"distinct is a cosine-similarity threshold in (0, 1], got {self.distinct}")
         if self.preset == "thermvision" and not self.liveportrait_dir:
@@ -133,6 +138,9 @@ class GenerationSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GenerationSettings":
+        data = dict(data)
+        if "write_png" in data:  # run.json of earlier versions
+            data["frames"] = "png" if data.pop("write_png") else "none"
         return cls(**data)
 
 

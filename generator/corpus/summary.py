@@ -20,6 +20,7 @@ class RunSummary:
     failures: list[dict] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
+    writer_cpu_seconds: float = 0.0  # PNG + H.264 writing, summed over the writer processes (off the GPU's path)
     output_dir: str = ""
 
     @property
@@ -35,6 +36,7 @@ class RunSummary:
             "identities_per_hour": round(self.identities_per_hour, 1),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "stage_share": {k: round(v / total, 4) for k, v in self.stage_seconds.items()},
+            "writer_cpu_seconds": round(self.writer_cpu_seconds, 3),
             "output_dir": self.output_dir,
         }
 

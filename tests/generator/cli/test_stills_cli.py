@@ -57,3 +57,11 @@ def test_cli_thermvision_without_lora_fails_clearly(tmp_path, capsys):
     assert rc == 2
     assert "--lora" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_tiny_preset_stills_default_to_the_pipelines_64_px(tmp_path):
+    """The tiny preset's stills are as small as the whole pipeline's (512 px tiny stills cost ~1 s each on a CPU)."""
+    out = tmp_path / "tiny"
+    assert main(["generate", "--stage", "stills", "-n", "1", "--preset", "tiny", "--out", str(out),
+                 "--stills-steps", "4"]) == 0
+    assert load_still(out / "still_000000.png").image.size == (64, 64)

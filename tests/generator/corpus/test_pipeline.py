@@ -41,10 +41,11 @@ def _env() -> dict:
     return env
 
 
-def _generate(out: Path, n: int, worker: Worker | None = None, **settings) -> object:
+def _generate(out: Path, n: int, worker: Worker | None = None, writers: int | None = None, **settings) -> object:
     settings.setdefault("motion", MOTION)
     settings.setdefault("still_batch", 2)
-    return GenerationPipeline(GenerationSettings(**settings), out, device="cpu", progress=False).run(n, worker=worker)
+    return GenerationPipeline(GenerationSettings(**settings), out, device="cpu", progress=False,
+                              writers=writers).run(n, worker=worker)
 
 
 def _corpus_content(root: Path) -> dict:
@@ -127,7 +128,7 @@ def test_rows_equal_the_files(reference):
     corpus = GeneratedCorpus(reference)
     record = corpus.records()[1]
     key, row = next(corpus.frame_rows(record))
-    png = np.asarray(Image.open(row["image"]["path"]))
+    png = np.asarray(Image.open(row["image"]["path"]).convert("RGB"))  # gray frames: 1-channel PNG
     mp4 = read_frames(corpus.identity_dir(record["identity"]) / record["videos"][0]["mp4"])[0]
     assert key == f"{record['identity']}_head_pose/00000" and np.abs(png.astype(int) - mp4.astype(int)).mean() < 8
 
@@ -285,23 +286,23 @@ def test_full_disk_is_refused_before_starting(tmp_path, monkeypatch):
 def test_disk_filling_up_mid_run_keeps_finished_identities(reference, tmp_path, monkeypatch):
     import thermvision_db.video as video
 
-    real = video.write_mp4
+    real = video.H264Writer.close
     calls = {"n": 0}
 
-    def failing(path, frames, fps=30.0, **kw):
+    def failing(self):
         calls["n"] += 1
         if calls["n"] == 3:  # the second identity's first video
-            list(frames)
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, frames, fps=fps, **kw)
+            self.abort()
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self)
 
-    monkeypatch.setattr(video, "write_mp4", failing)
+    monkeypatch.setattr(video.H264Writer, "close", failing)  # inline writers: the patch is seen
     out = tmp_path / "filling"
     with pytest.raises(DiskFullError, match="disk holding .* is full.*1 finished identities are kept"):
-        _generate(out, 3)
+        _generate(out, 3, writers=0)
     corpus = GeneratedCorpus(out)
     assert corpus.finished() == {0} and corpus.partial_dirs() == []
-    monkeypatch.setattr(video, "write_mp4", real)
+    monkeypatch.setattr(video.H264Writer, "close", real)
     _generate(out, 3)
     _assert_same_corpus(reference, out)
 
@@ -399,3 +400,33 @@ def test_barrier_times_out_with_a_clear_error(reference, tmp_path):
     pipeline.wait_for_identities(3)  # all there: returns at once
     with pytest.raises(CorpusError, match=r"waited 0 s for 2 identities .*first: S000003"):
         pipeline.wait_for_identities(5)
+
+
+def test_mp4_only_corpus_loads_its_frames_from_the_video(reference, tmp_path, hf_cache):
+    """frames='none' (CLI --frame-files none): no PNG on disk, the same MP4 bytes, rows decoded from the MP4."""
+    out = tmp_path / "mp4only"
+    ds = load_dataset("thermvision_db", "synthetic", num_identities=1, motion=MOTION, output_dir=str(out),
+                      generator_options={"still_batch": 2, "frames": "none"}, cache_dir=hf_cache)["train"]
+    folder = out / "identities" / "S000000"
+    assert not list(folder.rglob("*.png"))[1:] and [p.name for p in folder.rglob("*.png")] == ["still.png"]
+    record = GeneratedCorpus(out).records()[0]
+    assert [v["frames"] for v in record["videos"]] == [None, None]
+    for video in ("head_pose.mp4", "expression.mp4"):  # same frames, same encoder: byte-identical videos
+        assert (folder / video).read_bytes() == (reference / "identities" / "S000000" / video).read_bytes()
+    decoded = np.concatenate([read_frames(folder / "head_pose.mp4"), read_frames(folder / "expression.mp4")])
+    assert ds.num_rows == len(decoded) == 15
+    for row, frame in zip(ds, decoded):
+        assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), frame)
+    with pytest.raises(ValueError, match="frames must be 'png' or 'none'"):
+        GenerationSettings(frames="jpeg")
+
+
+def test_png_frames_are_gray_and_load_as_rgb(reference, hf_cache):
+    folder = reference / "identities" / "S000000"
+    with Image.open(folder / "head_pose_frames" / "00002.png") as png:
+        assert png.mode == "L"  # the tiny preset's frames are gray: stored as one channel
+        expected = np.asarray(png.convert("RGB"))
+    ds = load_dataset("thermvision_db", "synthetic", output_dir=str(reference), cache_dir=hf_cache)["train"]
+    row = ds[2]
+    assert row["video_id"] == "S000000_head_pose" and row["frame_index"] == 2
+    assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), expected)
