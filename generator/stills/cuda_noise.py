@@ -176,3 +176,11 @@ def cuda_randn(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.float
     if device != "emulate":
         raise ValueError(f"device must be 'cuda' or 'emulate', got {device!r}")
     return CudaGeneratorEmulation(seed, gpu).randn(shape, dtype=dtype)
+
+
+def xlabs_noise(seed: int, batch: int, height: int, width: int, dtype: torch.dtype = torch.bfloat16, *,
+                device: str = "emulate", gpu: str | tuple[int, int] | None = None) -> torch.Tensor:
+    """x-flux-comfyui `get_noise` as XlabsSampler calls it: one (batch, 16, 2 ceil(h/16), 2 ceil(w/16)) draw from
+    a fresh CUDA generator seeded with the node's noise_seed, in the model dtype (bf16 where supported)."""
+    shape = (int(batch), 16, 2 * math.ceil(height / 16), 2 * math.ceil(width / 16))
+    return cuda_randn(shape, seed, dtype, device=device, gpu=gpu)
