@@ -4,6 +4,9 @@
 - `templates`: upstream LivePortrait `.pkl` templates (restricted unpickler) and the project's `.npz` /
   `.safetensors`; `load_motion` picks by suffix.
 - `driving_video`: `motion_from_video` through the driving motion extractor, `OnnxFaceDetector` to crop.
+- `paper`: the paper's LivePortrait driving clips (d3.mp4, d19.mp4), extracted once and cached per weights.
+- `varied`: per-identity seeded programs (pose trajectory + expression segments) with per-frame labels.
+- `library`: the tagged expression clips/templates that varied programs draw from.
 """
 
 from generator.animate.liveportrait.template import MotionSequence
