@@ -31,7 +31,8 @@ from generator.corpus.models import (
     load_stills_generator,
     weight_records,
 )
-from generator.corpus.settings import GenerationSettings, motion_sequence
+from generator.corpus.motion_plan import MotionPlan
+from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
 from generator.corpus.workers import Worker
 from thermvision_db.atomic import atomic_write_json
@@ -75,6 +76,7 @@ class GenerationPipeline:
         self._animator = animator
         self._annotators = None
         self._weights: list[dict] | None = None
+        self._motion_plan: MotionPlan | None = None
 
     # -- public
     def run(self, num_identities: int, shard: str | None = None, worker: Worker | None = None) -> RunSummary:
@@ -271,7 +273,8 @@ class GenerationPipeline:
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0
-            videos = [self._write_video(name, set_name, frames, source, still_labels, options, partial, summary)
+            videos = [self._write_video(name, set_name, frames, source, still_labels, options, partial, summary,
+                                        index=index)
                       for set_name, frames in self.settings.motion.items()]
             record = {
                 "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
@@ -279,7 +282,9 @@ class GenerationPipeline:
                 "attributes": still.attributes, "seed": still.seed, "run_seed": still.run_seed,
                 "prompt": still.prompt, "still": "still.png",
                 "weights": self._weight_records(still.sidecar), "sampler": still.sidecar.get("sampler"),
-                "motion": {"program": self.settings.motion, "driving_option": self.settings.driving_option,
+                "motion": {"program": self.settings.motion, "kind": self.settings.motion_program,
+                           "sets": {v["set"]: v.pop("motion_program") for v in videos},
+                           "driving_option": self.settings.driving_option,
                            "stitching": self.settings.stitching, "chunk_size": self.settings.chunk_size},
                 "labels": {"method": "propagated", "still_labels": still_labels.source,
                            "detector": bool(detector), "landmarker": bool(landmarker),
@@ -310,7 +315,7 @@ class GenerationPipeline:
         return options
 
     def _write_video(self, name: str, set_name: str, num_frames: int, source, still_labels, options,
-                     folder: Path, summary: RunSummary) -> dict:
+                     folder: Path, summary: RunSummary, index: int = 0) -> dict:
         from PIL import Image
 
         from generator.animate.liveportrait.output import write_motion
@@ -325,7 +330,10 @@ class GenerationPipeline:
 
         animator = self._animation()
         detector, landmarker, _ = self._models()
-        motion, template = motion_sequence(set_name, num_frames)
+        if self._motion_plan is None:
+            self._motion_plan = MotionPlan(self.settings, animator)
+        motion, template, frame_labels, motion_program = self._motion_plan.sequence(index, set_name, num_frames,
+                                                                                     source, options)
         t0 = time.perf_counter()
         kp = animator.driving_keypoints(source, motion, options)
         propagated = propagate_labels(animator, source, kp, still_labels)
@@ -363,8 +371,10 @@ class GenerationPipeline:
             detection = detections[t] if detector is not None else None
             qc = "ok" if detector is None or detection is not None else "missing"
             yaw, pitch, roll = (float(v) for v in propagated.head_pose[t])
+            extra = {k: frame_labels[t].get(k) for k in ("expression", "eye_open", "mouth_open")} if frame_labels \
+                else {"expression": None, "eye_open": None, "mouth_open": None}
             rows.append({"faces": frame_faces(propagated, t, detection), "qc": qc,
-                         "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}})
+                         "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}, **extra})
         labels_name = f"{set_name}.labels.json"
         atomic_write_json(folder / labels_name, {"frames": rows,
                                                  "disagreement": disagreement.summary if disagreement else None})
@@ -373,5 +383,5 @@ class GenerationPipeline:
         return {"set": set_name, "video_id": f"{name}_{set_name}", "driving_template": template,
                 "num_frames": len(motion), "fps": float(motion.fps), "width": width, "height": height,
                 "mp4": f"{set_name}.mp4", "frames": f"{set_name}_frames", "labels": labels_name,
-                "motion": f"{set_name}.motion.npz",
+                "motion": f"{set_name}.motion.npz", "motion_program": motion_program,
                 "disagreement": disagreement.summary if disagreement else None}

@@ -153,8 +153,8 @@ def varied_program(run_seed: int, index: int, set_name: str, num_frames: int, fp
     """Identity `index`'s program for one video set ("head_pose" or "expression") of `num_frames` frames."""
     if set_name not in ("head_pose", "expression"):
         raise ValueError(f"set must be 'head_pose' or 'expression', got {set_name!r}")
-    if num_frames < 10:
-        raise ValueError(f"a varied {set_name} program needs at least 10 frames, got {num_frames}")
+    if num_frames < 3:
+        raise ValueError(f"a varied {set_name} program needs at least 3 frames, got {num_frames}")
     rng = random.Random(derive_seed(run_seed, index, f"motion/{set_name}"))
     R = VARIED_RANGES
     eye_level = rng.uniform(*R["eye_open"])
