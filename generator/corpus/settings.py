@@ -120,6 +120,8 @@ class GenerationSettings:
     lora_scale: float = 0.9
     liveportrait_dir: str | None = None
     prompt_template: str | None = None
+    prompt_template_t5: str | None = None  # a separate T5 text (the CLIP-L one is prompt_template)
+    still_noise: str = "identity"  # "workflow": XlabsSampler's CUDA draw (seed 749840386044620, batch 2)
     driving_option: str = "expression-friendly"
     stitching: bool = True
     label_detector: str | None = None  # YOLO-style ONNX face detector: labels the still, and checks every frame
@@ -174,6 +176,9 @@ class GenerationSettings:
         for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
                     "eye_lip_model"):
             data[key] = _file_identity(data[key])
+        for key, default in (("prompt_template_t5", None), ("still_noise", "identity")):
+            if data[key] == default:
+                del data[key]  # added later: corpora made before keep their fingerprint
         if (self.motion_program, self.driving_clips, self.expression_library) == ("procedural", None, None):
             for key in ("motion_program", "driving_clips", "expression_library"):
                 del data[key]  # corpora made before motion programs existed keep their fingerprint

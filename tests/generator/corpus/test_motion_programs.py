@@ -53,7 +53,8 @@ def test_programs_have_different_fingerprints_and_procedural_keeps_the_old_one()
     import hashlib
 
     legacy = {k: v for k, v in procedural.to_dict().items()
-              if k not in ("motion_program", "driving_clips", "expression_library")}
+              if k not in ("motion_program", "driving_clips", "expression_library", "prompt_template_t5",
+                           "still_noise")}
     for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker", "eye_lip_model"):
         legacy[key] = None
     # a corpus made before motion programs existed (same fields minus the new ones) keeps its fingerprint
