@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with a single-file --flux: the diffusers folder or Hub id giving text encoders and VAE")
     g.add_argument("--lora", default=None, help="thermal LoRA .safetensors (kohya/FluxTrainer or ComfyUI keys)")
     g.add_argument("--lora-scale", type=float, default=0.9, help="LoRA strength (the paper's graph: 0.9)")
+    g.add_argument("--lora-mode", choices=["fuse", "comfy-fp8"], default="fuse",
+                   help="fuse: add the LoRA to the upcast weights (default); comfy-fp8: with a single-file fp8 "
+                        "--flux, patch in fp32 and round back to fp8 stochastically, as ComfyUI's LoraLoader")
+    g.add_argument("--lora-fp8-gpu", default=None,
+                   help="comfy-fp8 without a GPU: the GPU ComfyUI patched on (its CUDA draws are emulated), e.g. RTX-4090")
     g.add_argument("--prompt-template", default=None,
                    help="prompt wording with {fields}, e.g. '{person} aged {age_band}, {expression_phrase}' "
                         "(the CLIP-L text, and T5's unless --prompt-template-t5 is given)")
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                 lora=args.lora, lora_scale=args.lora_scale, template=args.prompt_template, speed=speed,
                 height=args.stills_size or 512, width=args.stills_size or 512, num_steps=args.stills_steps,
                 schedule=args.stills_schedule, template_t5=args.prompt_template_t5, noise=args.stills_noise,
-                noise_batch=args.noise_batch, noise_gpu=args.noise_gpu,
+                noise_batch=args.noise_batch, noise_gpu=args.noise_gpu, lora_mode=args.lora_mode,
+                lora_fp8_gpu=args.lora_fp8_gpu,
                 **({"noise_seed": args.noise_seed} if args.noise_seed is not None else {}),
             )
         except (WeightsNotFoundError, UnsafeWeightsError, LoraError, ImportError, ValueError) as err:

@@ -38,6 +38,17 @@ from generator.stills.sampler import SamplerSettings
 from generator.weights import check_safetensors, hash_weights, resolve_weights
 
 
+def _comfy_fp8_patch(lora_path, scale: float, device: torch.device, gpu: str | None):
+    """The single-file loader's hook: the kohya LoRA patched into the fp8 BFL tensors as ComfyUI does."""
+    from safetensors.torch import load_file
+
+    from generator.stills.comfy_fp8_lora import patch_fp8_checkpoint
+
+    lora = load_file(str(lora_path))
+    rounding_device = "cuda" if device.type == "cuda" else "emulate"
+    return lambda tensors: patch_fp8_checkpoint(tensors, lora, scale, device=rounding_device, gpu=gpu)
+
+
 def to_white_hot_gray(images: np.ndarray) -> list[Image.Image]:
     """Float RGB in [0, 1] -> 3-channel uint8 grayscale (ITU-R 601 luma, as PIL's 'L'): hot is white."""
     luma = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
@@ -83,12 +94,16 @@ class StillsGenerator:
         template_t5: str | None = None,
         speed: SpeedOptions | None = None,
         tiny_seed: int = 0,
+        lora_mode: str = "fuse",
+        lora_fp8_gpu: str | None = None,
         **sampler_overrides,
     ) -> "StillsGenerator":
         """Build a generator. 'thermvision' needs `lora` (and `flux` offline); 'tiny' needs nothing.
 
         `sampler_overrides` (height, width, num_steps, schedule, noise, ...) replace fields of the paper's sampler.
-        `template` is the CLIP-L text (and T5's unless `template_t5` gives T5 its own).
+        `template` is the CLIP-L text (and T5's unless `template_t5` gives T5 its own). `lora_mode="comfy-fp8"`
+        patches the LoRA into a single-file fp8 transformer as ComfyUI does (fp32 patch, seeded stochastic
+        rounding back to fp8; its draws from torch's CUDA generator on a GPU, or emulated for `lora_fp8_gpu`).
         """
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -104,13 +119,26 @@ class StillsGenerator:
                                         hint="--lora /path/to/thermal_lora.safetensors (the kohya/FluxTrainer "
                                              "file; Python: lora=...)")
             check_safetensors(lora_path, what="LoRA")
-        pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed)
+        if lora_mode not in ("fuse", "comfy-fp8"):
+            raise ValueError(f"lora_mode must be 'fuse' or 'comfy-fp8', got {lora_mode!r}")
+        patch = None
+        if lora_mode == "comfy-fp8":
+            if lora_path is None:
+                raise ValueError("lora_mode 'comfy-fp8' needs a LoRA file")
+            patch = _comfy_fp8_patch(lora_path, lora_scale, device, lora_fp8_gpu)
+        pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed,
+                                       transformer_patch=patch)
         lora_record = None
-        if lora_path is not None:
+        if lora_path is not None and patch is not None:
+            records += [{"role": "lora", "path": str(lora_path), "sha256": sha}
+                        for _, sha in hash_weights(lora_path).items()]
+            lora_record = {"path": str(lora_path), "scale": lora_scale, "mode": "comfy-fp8",
+                           "rounding_draws": "torch cuda" if device.type == "cuda" else f"emulated {lora_fp8_gpu}"}
+        elif lora_path is not None:
             load_lora(pipe, lora_path, scale=lora_scale, fuse=speed.fuse_lora)
             records += [{"role": "lora", "path": str(lora_path), "sha256": sha}
                         for _, sha in hash_weights(lora_path).items()]
-            lora_record = {"path": str(lora_path), "scale": lora_scale, "fused": speed.fuse_lora}
+            lora_record = {"path": str(lora_path), "scale": lora_scale, "fused": speed.fuse_lora, "mode": "fuse"}
         offload_used = apply_speed_options(pipe, speed, device)
         return cls(pipe, sampler=sampler, preset=preset, weights=records, lora=lora_record, template=template,
                    device=device, dtype=dtype, speed=speed, offload_used=offload_used, template_t5=template_t5)
