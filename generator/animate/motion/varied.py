@@ -14,8 +14,8 @@ Documented ranges (`VARIED_RANGES`):
   expression library (user clips/templates tagged with a name) and the procedural `blink` and `mouth_open`,
   never the same name twice in a row; library clips are time-stretched to the segment; the head drifts by at
   most 5 degrees per axis.
-- eyes: open level 0.30-0.40 (upstream's eye ratio), blinks of 0.2-0.35 s, every 2-5 s in the head-pose set;
-  mouth openings to a lip ratio of 0.25-0.7.
+- eyes: open level 0.30-0.40 (upstream's eye ratio), blinks of 0.2-0.35 s, every 2-5 s in the head-pose set
+  and one per 0.8 s of a `blink` segment in the expression set; mouth openings to a lip ratio of 0.25-0.7.
 
 Every frame carries labels: the exact yaw/pitch/roll applied, the name of its expression segment ("neutral"
 between segments), and the eye/mouth openness driven (None where a library clip drives the face without
@@ -194,8 +194,12 @@ def varied_program(run_seed: int, index: int, set_name: str, num_frames: int, fp
     for start, stop, name in segments:
         n = stop - start
         expression[start:stop] = [name] * n
-        if name == "blink":
-            eye[start:stop] = eye_level - _pulse(n, eye_level)
+        if name == "blink":  # one blink per short segment, several evenly spaced in a longer one
+            length = min(n, max(3, int(round(rng.uniform(*R["blink_seconds"]) * fps))))
+            count = max(1, n // max(length, int(0.8 * fps)))
+            for k in range(count):
+                a = start + (k * n) // count + ((n // count) - length) // 2
+                eye[a:a + length] = eye_level - _pulse(length, eye_level)
             eye_label[start:stop] = [float(v) for v in eye[start:stop]]
         elif name == "mouth_open":
             lip[start:stop] = _pulse(n, rng.uniform(*R["mouth_open"]))
