@@ -26,7 +26,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+                   help="compute dtype (auto on CUDA: bf16 for stills, fp16 autocast for animation as "
+                   "upstream; fp32 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the heavy networks")
     for module in STAGES.values():
         try:
