@@ -3,6 +3,8 @@ programs (varied per identity, the paper's clips, or the procedural sweep of old
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from generator.animate.liveportrait.template import MotionSequence
 from generator.corpus.settings import GenerationSettings, motion_sequence
 
@@ -36,16 +38,18 @@ class MotionPlan:
         return self._clips[set_name]
 
     def sequence(self, index: int, set_name: str, frames: int, source, options
-                 ) -> tuple[MotionSequence, str, list[dict] | None, dict]:
-        """(motion, driving_template name, per-frame labels or None, record for identity.json)."""
+                 ) -> tuple[MotionSequence, str, list[dict] | None, dict, object]:
+        """(motion, driving_template name, per-frame labels or None, record for identity.json, the animation
+        options to use: varied programs turn eye/lip retargeting on explicitly, since a program with library
+        expressions also carries `exp`, for which upstream's default leaves retargeting off)."""
         kind = self.settings.motion_program
         if kind == "procedural":
             motion, name = motion_sequence(set_name, frames)
-            return motion, name, procedural_labels(motion), {"program": "procedural"}
+            return motion, name, procedural_labels(motion), {"program": "procedural"}, options
         if kind == "paper":
             motion, record = self.clip(set_name)
             motion = motion.slice(0, min(frames, len(motion)))
-            return motion, f"{motion.name}.mp4", None, {"program": "paper", **record}
+            return motion, f"{motion.name}.mp4", None, {"program": "paper", **record}, options
         from generator.animate.motion.varied import varied_program
 
         program = varied_program(self.settings.seed, index, set_name, frames, fps=VARIED_FPS, library=self.library())
@@ -54,7 +58,8 @@ class MotionPlan:
         name = f"varied(seed={self.settings.seed}, identity={index}, {set_name}, {frames})"
         record = {"program": "varied", "params": program.params,
                   "segments": [list(s) for s in program.segments]}
-        return motion, name, program.frame_labels(), record
+        options = replace(options, eye_retargeting=True, lip_retargeting=True)
+        return motion, name, program.frame_labels(), record, options
 
 
 def procedural_labels(motion: MotionSequence) -> list[dict]:

@@ -332,8 +332,8 @@ class GenerationPipeline:
         detector, landmarker, _ = self._models()
         if self._motion_plan is None:
             self._motion_plan = MotionPlan(self.settings, animator)
-        motion, template, frame_labels, motion_program = self._motion_plan.sequence(index, set_name, num_frames,
-                                                                                     source, options)
+        motion, template, frame_labels, motion_program, options = self._motion_plan.sequence(
+            index, set_name, num_frames, source, options)
         t0 = time.perf_counter()
         kp = animator.driving_keypoints(source, motion, options)
         propagated = propagate_labels(animator, source, kp, still_labels)

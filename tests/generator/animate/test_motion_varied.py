@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 
+import torch
+
+from generator.animate.liveportrait.algorithm import AnimationOptions
 from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.model import LivePortraitNetworks
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline
@@ -97,7 +100,11 @@ def test_expression_labels_follow_segment_boundaries(tmp_path, pipe):
     assert all(x != y for x, y in zip(names, names[1:]))  # never the same expression twice in a row
     source = pipe.prepare_source(np.full((64, 64), 90, np.uint8))
     motion = program.bind(source_exp=source.info.exp.numpy())
-    assert len(pipe.driving_keypoints(source, motion)["x_d"]) == 300
+    options = AnimationOptions(eye_retargeting=True, lip_retargeting=True)  # as the corpus animates programs
+    kp = pipe.driving_keypoints(source, motion, options)
+    plain = pipe.driving_keypoints(source, motion, AnimationOptions(eye_retargeting=False, lip_retargeting=False))
+    start, stop, _ = next(s for s in program.segments if s[2] in ("blink", "mouth_open"))
+    assert len(kp["x_d"]) == 300 and not torch.allclose(kp["x_d"][start:stop], plain["x_d"][start:stop])
 
 
 def test_library_refuses_files_it_cannot_use(tmp_path):
