@@ -13,7 +13,8 @@ Documented ranges (`VARIED_RANGES`):
 - expression set: segments of 1.0-2.5 s separated by neutral gaps of 0.2-0.6 s, each drawn from the
   expression library (user clips/templates tagged with a name) and the procedural `blink` and `mouth_open`,
   never the same name twice in a row; library clips are time-stretched to the segment; the head drifts by at
-  most 5 degrees per axis.
+  most 5 degrees per axis. Clips shorter than 4 s scale segment and gap lengths down in proportion (at least
+  4 frames a segment), so short test/demo programs still hold expressions.
 - eyes: open level 0.30-0.40 (upstream's eye ratio), blinks of 0.2-0.35 s, every 2-5 s in the head-pose set
   and one per 0.8 s of a `blink` segment in the expression set; mouth openings to a lip ratio of 0.25-0.7.
 
@@ -182,15 +183,16 @@ def varied_program(run_seed: int, index: int, set_name: str, num_frames: int, fp
         yaw, pitch, roll = (drift[a] * np.sin(2 * np.pi * cycles * tt + phases[a]) * np.sin(np.pi * tt) for a in AXES)
         params = {"drift": drift}
         names = list(PROCEDURAL_EXPRESSIONS) + (library.names() if library is not None else [])
-        t, previous = int(round(rng.uniform(*R["gap_seconds"]) * fps)), None
+        scale = min(1.0, num_frames / (4 * fps))  # short clips (tests, demos) get proportionally short segments
+        t, previous = int(round(rng.uniform(*R["gap_seconds"]) * fps * scale)), None
         while True:
-            n = max(4, int(round(rng.uniform(*R["segment_seconds"]) * fps)))
+            n = max(4, int(round(rng.uniform(*R["segment_seconds"]) * fps * scale)))
             if t + n > num_frames:
                 break
             name = rng.choice([m for m in names if m != previous] or names)
             segments.append((t, t + n, name))
             previous = name
-            t += n + max(1, int(round(rng.uniform(*R["gap_seconds"]) * fps)))
+            t += n + max(1, int(round(rng.uniform(*R["gap_seconds"]) * fps * scale)))
     for start, stop, name in segments:
         n = stop - start
         expression[start:stop] = [name] * n
