@@ -3,7 +3,7 @@
     python benchmarks/generate.py -n 100                     # tiny preset, CPU, short motion (12 + 12 frames)
     python benchmarks/generate.py -n 500 --via-load-dataset  # the "500 tiny identities in minutes",
                                                              # through load_dataset(..., "synthetic") end to end
-    python benchmarks/generate.py --full -n 16 --motion paper --device cuda   # full-size random weights, GPU
+    python benchmarks/generate.py --full -n 16 --motion varied:paper --device cuda   # full-size random weights, GPU
     python benchmarks/generate.py --full --layers 1 1 --size 64 --steps 4 -n 2 --motion short --device cpu  # smoke
     python benchmarks/generate.py --paper-scale --json paper_scale.json  # CPU post-processing per identity at the
                                                    # paper's size, new writers vs naive, and the writer pool's overlap
@@ -137,7 +137,7 @@ def via_load_dataset(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--num-identities", type=int, default=100)
-    p.add_argument("--motion", default=None, help="default: short (tiny) / paper (--full)")
+    p.add_argument("--motion", default=None, help="default: short (tiny) / varied:paper (--full)")
     p.add_argument("--full", action="store_true", help="full-size networks with random weights (for a GPU)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto")
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         return 0
     if args.via_load_dataset:
         return via_load_dataset(args)
-    motion = args.motion or ("paper" if args.full else "short")
+    motion = args.motion or ("varied:paper" if args.full else "short")
     common = dict(preset="tiny", motion=motion, still_size=args.size or (512 if args.full else None),
                   still_steps=args.steps, dtype=args.dtype)
     rows = [run_once(args, GenerationSettings(**common, still_batch=args.still_batch, chunk_size=args.chunk_size),

@@ -47,7 +47,8 @@ class ThermVisionConfig(datasets.BuilderConfig):
     num_identities: int | None = None
     preset: str = "tiny"
     seed: int = 0
-    motion: str | None = None  # "paper", "short" or "head_pose=N,expression=M"; default by preset
+    motion: str | None = None  # program[:frames]: "varied" (default), "paper" (LivePortrait's clips), "procedural";
+    # frames "paper" (354 + 250), "short" (12 + 12) or "head_pose=N,expression=M"; default by preset
     output_dir: str | None = None  # default: a folder per settings fingerprint beside the datasets cache
     device: str | None = None
     generator_options: dict | None = None  # more GenerationSettings fields: flux, lora, liveportrait_dir, ...
@@ -61,7 +62,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
         check_generator_package()
         from generator.corpus.settings import GenerationSettings
 
-        motion = self.motion or ("paper" if self.preset == "thermvision" else "short")
+        motion = self.motion or ("varied:paper" if self.preset == "thermvision" else "varied:short")
         return GenerationSettings(preset=self.preset, seed=self.seed, motion=motion, **(self.generator_options or {}))
 
     def synthetic_output_dir(self) -> Path:

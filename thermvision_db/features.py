@@ -44,9 +44,17 @@ def _identity_columns(identities: list[str]) -> dict:
     }
 
 
+def _motion_labels(per_frame) -> dict:
+    """Labels of the generated motion: the expression segment's name and the eye/mouth opening driven
+    (upstream LivePortrait's eye and lip ratios: eyes ~0.35 open, 0 closed; mouth 0 closed). Null for the
+    released corpus, and where the motion program does not know them."""
+    return {"expression": per_frame(datasets.Value("string")), "eye_open": per_frame(datasets.Value("float32")),
+            "mouth_open": per_frame(datasets.Value("float32"))}
+
+
 def frame_features(identities: list[str]) -> datasets.Features:
-    """One row per frame. `head_pose`, `seed` and `prompt` are null for the released corpus. Images are RGB
-    whatever the file (generated gray frames are stored as 1-channel PNG)."""
+    """One row per frame. `head_pose`, `seed`, `prompt`, `expression`, `eye_open` and `mouth_open` are null
+    for the released corpus. Images are RGB whatever the file (generated gray frames are stored as 1-channel PNG)."""
     return datasets.Features(
         {
             "image": datasets.Image(mode="RGB"),
@@ -57,6 +65,7 @@ def frame_features(identities: list[str]) -> datasets.Features:
             "head_pose": _head_pose(),
             "seed": datasets.Value("int64"),
             "prompt": datasets.Value("string"),
+            **_motion_labels(lambda value: value),
         }
     )
 
@@ -77,6 +86,7 @@ def video_features(identities: list[str]) -> datasets.Features:
             "head_pose": List(_head_pose()),
             "seed": datasets.Value("int64"),
             "prompt": datasets.Value("string"),
+            **_motion_labels(List),
         }
     )
 

@@ -177,6 +177,7 @@ class GeneratedCorpus:
                     "head_pose": frame["head_pose"],
                     "seed": record["seed"],
                     "prompt": record["prompt"],
+                    **{k: frame.get(k) for k in MOTION_LABELS},  # absent in corpora made before the labels
                 }
 
     def video_rows(self, record: dict) -> Iterator[tuple[str, dict]]:
@@ -196,7 +197,11 @@ class GeneratedCorpus:
                 "head_pose": [f["head_pose"] for f in labels],
                 "seed": record["seed"],
                 "prompt": record["prompt"],
+                **{k: [f.get(k) for f in labels] for k in MOTION_LABELS},
             }
+
+
+MOTION_LABELS = ("expression", "eye_open", "mouth_open")  # per-frame labels of the motion program
 
 
 def identity_columns(record: dict, video: dict) -> dict:

@@ -181,6 +181,9 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
             "head_pose": None,
             "seed": None,
             "prompt": None,
+            "expression": None,
+            "eye_open": None,
+            "mouth_open": None,
         }
 
 
@@ -249,6 +252,9 @@ def video_row(source: ReleaseSource, member: Member, repair_boxes: bool = False)
         "head_pose": None,
         "seed": None,
         "prompt": None,
+        "expression": None,
+        "eye_open": None,
+        "mouth_open": None,
     }
 
 

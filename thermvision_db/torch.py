@@ -102,7 +102,7 @@ def clip_dataset(videos, num_frames: int = 8, mode: str = "uniform", seed: int =
     import datasets
 
     sampler = ClipSampler(num_frames, mode, seed, backend)
-    drop = ["video", "boxes", "landmarks", "qc", "head_pose"]
+    drop = ["video", "boxes", "landmarks", "qc", "head_pose", "expression", "eye_open", "mouth_open"]
     if isinstance(videos, datasets.IterableDataset):
         return videos.map(sampler, remove_columns=[c for c in drop if c in (videos.column_names or drop)])
 

@@ -2,7 +2,8 @@
 
     thermvision-db generate -n 500 --preset tiny --motion short --out corpus/            # CPU, offline, minutes
     thermvision-db generate -n 1000 --preset thermvision --lora thermal.safetensors \\
-        --liveportrait-dir weights/liveportrait --motion paper --out corpus/
+        --liveportrait-dir weights/liveportrait --out corpus/                 # varied motion per identity
+    thermvision-db generate -n 50 --preset thermvision ... --motion paper --driving-clips LivePortrait/  # as the paper
     torchrun --nproc_per_node 8 -m thermvision_db generate -n 10000 ... --out corpus/  # data parallel
     thermvision-db generate -n 10000 ... --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
 
@@ -19,8 +20,16 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("whole pipeline (--stage all, the default)")
     g.add_argument("--motion", default=None,
-                   help="motion program: 'paper' (354 head-pose + 250 expression frames), 'short' (12 + 12), or "
-                        "'head_pose=N,expression=M' (default: paper for --preset thermvision, short for tiny)")
+                   help="PROGRAM[:FRAMES]. PROGRAM: 'varied' (default; each identity its own seeded pose trajectory "
+                        "and expressions), 'paper' (LivePortrait's d3.mp4/d19.mp4 clips, needs --driving-clips), "
+                        "'procedural' (the same sweep + blinks/mouth for everyone). FRAMES: 'paper' (354 + 250), "
+                        "'short' (12 + 12) or 'head_pose=N,expression=M' (default: paper for --preset thermvision, "
+                        "short for tiny)")
+    g.add_argument("--driving-clips", default=None,
+                   help="--motion paper: a LivePortrait checkout (assets/examples/driving/d3.mp4, d19.mp4), that "
+                        "folder, or 'head_pose=d3.mp4,expression=d19.mp4'")
+    g.add_argument("--expression-library", default=None,
+                   help="--motion varied: tagged expression sources 'smile=a.pkl,frown=b.mp4,surprise=c.npz'")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="do only shard I of N (Slurm arrays); combines with torchrun/accelerate ranks")
     g.add_argument("--barrier-timeout", type=float, default=30.0, metavar="MINUTES",
@@ -50,7 +59,10 @@ def settings_from_args(args: argparse.Namespace):
 
     preset = args.preset
     return GenerationSettings(
-        preset=preset, seed=args.seed, motion=args.motion or ("paper" if preset == "thermvision" else "short"),
+        preset=preset, seed=args.seed,
+        motion=args.motion or ("varied:paper" if preset == "thermvision" else "varied:short"),
+        driving_clips=args.driving_clips, expression_library=args.expression_library,
+        prompt_template_t5=args.prompt_template_t5, still_noise=args.stills_noise,
         still_size=args.stills_size,
         still_steps=args.stills_steps, still_batch=args.batch_size or 8, dtype=args.dtype,
         chunk_size=args.chunk_size or 16, flux=args.flux, flux_base=args.flux_base, lora=args.lora,

@@ -26,8 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lora-allow-ignored-keys", action="store_true",
                    help="apply a LoRA even if some of its keys cannot be mapped onto FLUX (they are listed in "
                         "each still's sidecar); without it such a file is refused")
+    g.add_argument("--lora-mode", choices=["fuse", "comfy-fp8"], default="fuse",
+                   help="fuse: add the LoRA to the upcast weights (default); comfy-fp8: with a single-file fp8 "
+                        "--flux, patch in fp32 and round back to fp8 stochastically, as ComfyUI's LoraLoader")
+    g.add_argument("--lora-fp8-gpu", default=None,
+                   help="comfy-fp8 without a GPU: the GPU ComfyUI patched on (its CUDA draws are emulated), e.g. RTX-4090")
     g.add_argument("--prompt-template", default=None,
-                   help="prompt wording with {fields}, e.g. '{person} aged {age_band}, {expression_phrase}'")
+                   help="prompt wording with {fields}, e.g. '{person} aged {age_band}, {expression_phrase}' "
+                        "(the CLIP-L text, and T5's unless --prompt-template-t5 is given)")
+    g.add_argument("--prompt-template-t5", default=None,
+                   help="a separate T5 text or template (ComfyUI's CLIPTextEncodeFlux takes two texts)")
+    g.add_argument("--stills-noise", choices=["identity", "workflow"], default="identity",
+                   help="identity: one CPU generator per image (default); workflow: XlabsSampler's CUDA draw, "
+                        "emulated on the CPU without a GPU")
+    g.add_argument("--noise-seed", type=int, default=None,
+                   help="workflow noise: seed of the first draw (default the paper's 749840386044620)")
+    g.add_argument("--noise-batch", type=int, default=2, help="workflow noise: images per draw (the paper's 2)")
+    g.add_argument("--noise-gpu", default=None,
+                   help="workflow noise emulation: GPU whose block cap shapes large draws (e.g. RTX-3090)")
     g.add_argument("--first-block-cache", type=float, nargs="?", const=0.1, default=None, metavar="THRESHOLD",
                    help="diffusers' first-block cache (lossy speed-up); threshold default 0.1")
     g.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
@@ -73,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
                 lora=args.lora, lora_scale=args.lora_scale,
                 lora_allow_ignored_keys=args.lora_allow_ignored_keys, template=args.prompt_template, speed=speed,
                 height=size, width=size, num_steps=args.stills_steps,
-                schedule=args.stills_schedule,
+                schedule=args.stills_schedule, template_t5=args.prompt_template_t5, noise=args.stills_noise,
+                noise_batch=args.noise_batch, noise_gpu=args.noise_gpu, lora_mode=args.lora_mode,
+                lora_fp8_gpu=args.lora_fp8_gpu,
+                **({"noise_seed": args.noise_seed} if args.noise_seed is not None else {}),
             )
         except (WeightsNotFoundError, UnsafeWeightsError, LoraError, ImportError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)

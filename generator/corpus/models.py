@@ -16,8 +16,9 @@ def load_stills_generator(s: GenerationSettings, device):
     quiet_libraries()
     return StillsGenerator.from_preset(
         s.preset, device=device, dtype=s.dtype, flux=s.flux, flux_base=s.flux_base, lora=s.lora,
-        lora_scale=s.lora_scale, lora_allow_ignored_keys=s.lora_allow_ignored_keys, template=s.prompt_template, height=s.still_size, width=s.still_size,
-        num_steps=s.still_steps)
+        lora_scale=s.lora_scale, lora_allow_ignored_keys=s.lora_allow_ignored_keys, template=s.prompt_template,
+        template_t5=s.prompt_template_t5, height=s.still_size, width=s.still_size, num_steps=s.still_steps,
+        noise=s.still_noise)
 
 
 def load_animator(s: GenerationSettings, device):

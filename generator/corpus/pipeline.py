@@ -34,6 +34,7 @@ from generator.corpus.models import (
     load_stills_generator,
     weight_records,
 )
+from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
 from generator.corpus.videos import PendingIdentity, write_video
@@ -87,6 +88,7 @@ class GenerationPipeline:
         self.worker = Worker()
         self.writers = default_writer_processes() if writers is None else int(writers)
         self._pool: WriterPool | None = None
+        self._motion_plan: MotionPlan | None = None
 
     # -- public
     def run(self, num_identities: int, shard: str | None = None, worker: Worker | None = None) -> RunSummary:
@@ -336,7 +338,8 @@ class GenerationPipeline:
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0
-            videos = [write_video(self, name, set_name, frames, source, still_labels, options, partial, summary, jobs)
+            videos = [write_video(self, name, set_name, frames, source, still_labels, options, partial, summary, jobs,
+                                  index=index)
                       for set_name, frames in self.settings.motion.items()]
             record = {
                 "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
@@ -344,7 +347,9 @@ class GenerationPipeline:
                 "attributes": still.attributes, "seed": still.seed, "run_seed": still.run_seed,
                 "prompt": still.prompt, "still": "still.png",
                 "weights": self._weight_records(still.sidecar), "sampler": still.sidecar.get("sampler"),
-                "motion": {"program": self.settings.motion, "driving_option": self.settings.driving_option,
+                "motion": {"program": self.settings.motion, "kind": self.settings.motion_program,
+                           "sets": {v["set"]: v.pop("motion_program") for v in videos},
+                           "driving_option": self.settings.driving_option,
                            "stitching": self.settings.stitching, "chunk_size": self.settings.chunk_size},
                 "labels": {"method": "propagated", "still_labels": still_labels.source,
                            "detector": bool(detector), "landmarker": bool(landmarker),

@@ -18,12 +18,32 @@ from generator.animate.liveportrait.template import MotionSequence
 PRESETS = ("tiny", "thermvision")
 SETS = ("head_pose", "expression")  # the released corpus' two video sets per identity
 
-# Named motion programs: frames per set. "paper" matches the released corpus (354 head-pose + 250 expression).
+# Named frame counts per set. "paper" matches the released corpus (354 head-pose + 250 expression).
 MOTION_PROGRAMS = {
     "paper": {"head_pose": 354, "expression": 250},
     "short": {"head_pose": 12, "expression": 12},
     "head_pose": {"head_pose": 354},
 }
+# What drives the head: "varied" (per-identity programs, the default for new corpora), "paper" (LivePortrait's
+# d3.mp4/d19.mp4 clips, as the paper), "procedural" (one sweep + blinks/mouth for every identity; older corpora).
+MOTION_KINDS = ("varied", "paper", "procedural")
+
+
+def split_motion(spec: str | dict, default_kind: str = "varied") -> tuple[str, str | dict]:
+    """'varied', 'paper', 'procedural:short', 'varied:head_pose=30,expression=20', 'short', {...} -> (kind, frames).
+
+    A kind alone takes the paper's frame counts (for 'paper': at most the clips' lengths); frames alone keep
+    `default_kind`. Note 'paper' alone is the paper's clips; 'procedural:paper' is the old paper-length sweep."""
+    if isinstance(spec, dict):
+        return default_kind, spec
+    kind, sep, frames = str(spec).partition(":")
+    if sep:
+        if kind not in MOTION_KINDS:
+            raise ValueError(f"motion {spec!r}: the program must be one of {', '.join(MOTION_KINDS)}")
+        return kind, frames or "paper"
+    if spec in MOTION_KINDS:
+        return str(spec), "paper"
+    return default_kind, spec
 
 
 def parse_motion(spec: str | dict) -> dict[str, int]:
@@ -71,13 +91,24 @@ def _file_identity(path: str | None) -> dict | None:
                                                  f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
 
 
+def _motion_files(settings) -> dict | None:
+    if settings.motion_program != "paper":
+        return None
+    from generator.animate.motion.paper import paper_clip_paths
+
+    return {k: _file_identity(str(v)) for k, v in sorted(paper_clip_paths(settings.driving_clips).items())}
+
+
 @dataclass
 class GenerationSettings:
     """The settings of one generated corpus."""
 
     preset: str = "tiny"
     seed: int = 0
-    motion: str | dict = "short"
+    motion: str | dict = "short"  # frames per set, optionally after a program: "varied:short", "paper", ...
+    motion_program: str = "varied"  # varied | paper | procedural (a "kind:" prefix in `motion` sets it)
+    driving_clips: str | dict | None = None  # motion "paper": a LivePortrait checkout or head_pose=..,expression=..
+    expression_library: str | dict | None = None  # varied: 'smile=a.pkl,frown=b.mp4' tagged expression sources
     still_size: int | None = None  # default: 64 for tiny, 512 for thermvision (the paper)
     still_steps: int = 40
     still_batch: int = 8  # stills per FLUX call; part of the fingerprint since batching changes bits on a GPU
@@ -90,6 +121,8 @@ class GenerationSettings:
     lora_allow_ignored_keys: bool = False  # apply a LoRA some of whose keys the FLUX loader cannot map
     liveportrait_dir: str | None = None
     prompt_template: str | None = None
+    prompt_template_t5: str | None = None  # a separate T5 text (the CLIP-L one is prompt_template)
+    still_noise: str = "identity"  # "workflow": XlabsSampler's CUDA draw (seed 749840386044620, batch 2)
     driving_option: str = "expression-friendly"
     stitching: bool = True
     label_detector: str | None = None  # YOLO-style ONNX face detector: labels the still, and checks every frame
@@ -102,7 +135,24 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        self.motion = parse_motion(self.motion)
+        self.motion_program, frames = split_motion(self.motion, self.motion_program)
+        if self.motion_program not in MOTION_KINDS:
+            raise ValueError(f"motion_program must be one of {', '.join(MOTION_KINDS)}, got {self.motion_program!r}")
+        self.motion = parse_motion(frames)
+        if self.motion_program == "paper":
+            from generator.animate.motion.paper import paper_clip_paths
+
+            clips = paper_clip_paths(self.driving_clips)
+            missing = sorted(set(self.motion) - set(clips))
+            if missing:
+                raise ValueError(f"motion 'paper': no driving clip for {missing}; driving_clips gives {sorted(clips)}")
+        if self.expression_library is not None:
+            from generator.animate.motion.library import parse_library_spec
+
+            for name, paths in parse_library_spec(self.expression_library).items():
+                for path in paths:
+                    if not Path(path).expanduser().is_file():
+                        raise FileNotFoundError(f"expression library: {path} ({name}) does not exist")
         if self.still_size is None:
             self.still_size = 64 if self.preset == "tiny" else 512
         if self.still_size % 16:
@@ -134,6 +184,20 @@ class GenerationSettings:
         for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
                     "eye_lip_model"):
             data[key] = _file_identity(data[key])
+        for key, default in (("prompt_template_t5", None), ("still_noise", "identity")):
+            if data[key] == default:
+                del data[key]  # added later: corpora made before keep their fingerprint
+        if (self.motion_program, self.driving_clips, self.expression_library) == ("procedural", None, None):
+            for key in ("motion_program", "driving_clips", "expression_library"):
+                del data[key]  # corpora made before motion programs existed keep their fingerprint
+        else:
+            data["driving_clips"] = _motion_files(self)
+            data["expression_library"] = None
+            if self.expression_library is not None:
+                from generator.animate.motion.library import parse_library_spec
+
+                data["expression_library"] = {name: [_file_identity(p) for p in paths] for name, paths
+                                              in sorted(parse_library_spec(self.expression_library).items())}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from generator.corpus.settings import motion_sequence
+from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.summary import RunSummary
 from generator.corpus.writers import VideoSpec
 from thermvision_db.atomic import atomic_write_json
@@ -33,7 +33,7 @@ class PendingIdentity:
 
 
 def write_video(pipeline, name: str, set_name: str, num_frames: int, source, still_labels, options,
-                folder: Path, summary: RunSummary, jobs: list) -> dict:
+                folder: Path, summary: RunSummary, jobs: list, index: int = 0) -> dict:
     """Drive the animator through one motion program, hand every frame to the pipeline's writer pool (the job
     is appended to `jobs`), label every frame, and return the video's record. The MP4 and PNG frames are complete
     only once the job's result is in (see `PendingIdentity`)."""
@@ -49,7 +49,10 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
 
     animator = pipeline._animation()
     detector, landmarker, _ = pipeline._models()
-    motion, template = motion_sequence(set_name, num_frames)
+    if pipeline._motion_plan is None:
+        pipeline._motion_plan = MotionPlan(pipeline.settings, animator)
+    motion, template, frame_labels, motion_program, options = pipeline._motion_plan.sequence(
+        index, set_name, num_frames, source, options)
     t0 = time.perf_counter()
     kp = animator.driving_keypoints(source, motion, options)
     propagated = propagate_labels(animator, source, kp, still_labels)
@@ -85,8 +88,10 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
         detection = detections[t] if detector is not None else None
         qc = "ok" if detector is None or detection is not None else "missing"
         yaw, pitch, roll = (float(v) for v in propagated.head_pose[t])
+        extra = {k: frame_labels[t].get(k) for k in ("expression", "eye_open", "mouth_open")} if frame_labels \
+            else {"expression": None, "eye_open": None, "mouth_open": None}
         rows.append({"faces": frame_faces(propagated, t, detection), "qc": qc,
-                     "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}})
+                     "head_pose": {"yaw": yaw, "pitch": pitch, "roll": roll}, **extra})
     labels_name = f"{set_name}.labels.json"
     atomic_write_json(folder / labels_name, {"frames": rows,
                                              "disagreement": disagreement.summary if disagreement else None})
@@ -96,5 +101,5 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
             "num_frames": len(motion), "fps": float(motion.fps), "width": width, "height": height,
             "mp4": f"{set_name}.mp4", "frames": f"{set_name}_frames" if png else None, "encoder": codec,
             "labels": labels_name,
-            "motion": f"{set_name}.motion.npz",
+            "motion": f"{set_name}.motion.npz", "motion_program": motion_program,
             "disagreement": disagreement.summary if disagreement else None}

@@ -107,8 +107,10 @@ def build_pipeline(
     flux: str | os.PathLike | None = None,
     flux_base: str | os.PathLike | None = None,
     tiny_seed: int = 0,
+    transformer_patch=None,
 ) -> tuple[object, list[dict]]:
-    """(FluxPipeline on CPU, weight records) for a preset; records name every weight file and its sha256."""
+    """(FluxPipeline on CPU, weight records) for a preset; records name every weight file and its sha256.
+    `transformer_patch` rewrites a single-file transformer's tensors before conversion (ComfyUI fp8 LoRA)."""
     if preset == "tiny":
         from generator.stills.tiny_flux import build_tiny_flux
 
@@ -121,10 +123,10 @@ def build_pipeline(
         return pipe, records
     if preset != "thermvision":
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _load_flux_dev(flux or FLUX_DEV_HUB_ID, flux_base, dtype)
+    return _load_flux_dev(flux or FLUX_DEV_HUB_ID, flux_base, dtype, transformer_patch)
 
 
-def _load_flux_dev(flux, flux_base, dtype) -> tuple[object, list[dict]]:
+def _load_flux_dev(flux, flux_base, dtype, transformer_patch=None) -> tuple[object, list[dict]]:
     """FLUX.1-dev from a diffusers folder/Hub id, or a single-file transformer + `flux_base` for the rest."""
     from diffusers import FluxPipeline
 
@@ -144,10 +146,13 @@ def _load_flux_dev(flux, flux_base, dtype) -> tuple[object, list[dict]]:
                 f"{base} is not a diffusers FLUX folder (it needs model_index.json and transformer/config.json): "
                 f"the single file {source.name} brings only the transformer, so pass --flux-base with a FLUX.1-dev "
                 "diffusers folder for the text encoders, VAE and configs (Python: flux_base=...)")
-        transformer = load_flux_transformer(source, base, dtype)
+        transformer = load_flux_transformer(source, base, dtype, patch=transformer_patch)
         pipe = FluxPipeline.from_pretrained(str(base), transformer=transformer, dtype=dtype, local_files_only=True)
         files = [source] + [p for p in _component_files(base) if "transformer" not in p.relative_to(base).parts[:1]]
     else:
+        if transformer_patch is not None:
+            raise ValueError(f"ComfyUI-style fp8 LoRA patching needs a single-file fp8 --flux checkpoint, not the "
+                             f"folder {source}")
         if not (source / "model_index.json").is_file():
             raise WeightsNotFoundError(f"{source} is not a diffusers FLUX folder (no model_index.json); pass {hint}")
         pipe = FluxPipeline.from_pretrained(str(source), dtype=dtype, local_files_only=True)

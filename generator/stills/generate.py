@@ -38,6 +38,17 @@ from generator.stills.sampler import SamplerSettings
 from generator.weights import check_safetensors, hash_weights, resolve_weights
 
 
+def _comfy_fp8_patch(lora_path, scale: float, device: torch.device, gpu: str | None):
+    """The single-file loader's hook: the kohya LoRA patched into the fp8 BFL tensors as ComfyUI does."""
+    from safetensors.torch import load_file
+
+    from generator.stills.comfy_fp8_lora import patch_fp8_checkpoint
+
+    lora = load_file(str(lora_path))
+    rounding_device = "cuda" if device.type == "cuda" else "emulate"
+    return lambda tensors: patch_fp8_checkpoint(tensors, lora, scale, device=rounding_device, gpu=gpu)
+
+
 def to_white_hot_gray(images: np.ndarray) -> list[Image.Image]:
     """Float RGB in [0, 1] -> 3-channel uint8 grayscale (ITU-R 601 luma, as PIL's 'L'): hot is white."""
     luma = images[..., 0] * 0.299 + images[..., 1] * 0.587 + images[..., 2] * 0.114
@@ -51,13 +62,14 @@ class StillsGenerator:
     def __init__(self, pipe, *, sampler: SamplerSettings | None = None, preset: str = "custom",
                  weights: list[dict] | None = None, lora: dict | None = None, template: str | None = None,
                  device: torch.device | None = None, dtype: torch.dtype | None = None,
-                 speed: SpeedOptions | None = None, offload_used: str = "none"):
+                 speed: SpeedOptions | None = None, offload_used: str = "none", template_t5: str | None = None):
         self.pipe = pipe
         self.sampler = sampler or SamplerSettings()
         self.preset = preset
         self.weights = weights or []
         self.lora = lora
         self.template = check_template(template) if template else None
+        self.template_t5 = check_template(template_t5) if template_t5 is not None else None
         self.device = device or resolve_device(None)
         self.dtype = dtype or pipe.transformer.dtype
         self.speed = speed or SpeedOptions(offload="none")
@@ -80,8 +92,11 @@ class StillsGenerator:
         lora_allow_ignored_keys: bool = False,
         sampler: SamplerSettings | None = None,
         template: str | None = None,
+        template_t5: str | None = None,
         speed: SpeedOptions | None = None,
         tiny_seed: int = 0,
+        lora_mode: str = "fuse",
+        lora_fp8_gpu: str | None = None,
         **sampler_overrides,
     ) -> "StillsGenerator":
         """Build a generator. 'thermvision' needs `lora` (and `flux` offline); 'tiny' needs nothing.
@@ -89,7 +104,10 @@ class StillsGenerator:
         A LoRA is applied whole or refused; `lora_allow_ignored_keys` applies the rest of a file some of whose
         keys the FLUX loader cannot map (the sidecar lists them).
 
-        `sampler_overrides` (height, width, num_steps, schedule, ...) replace fields of the paper's sampler.
+        `sampler_overrides` (height, width, num_steps, schedule, noise, ...) replace fields of the paper's sampler.
+        `template` is the CLIP-L text (and T5's unless `template_t5` gives T5 its own). `lora_mode="comfy-fp8"`
+        patches the LoRA into a single-file fp8 transformer as ComfyUI does (fp32 patch, seeded stochastic
+        rounding back to fp8; its draws from torch's CUDA generator on a GPU, or emulated for `lora_fp8_gpu`).
         """
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -105,22 +123,35 @@ class StillsGenerator:
                                         hint="--lora /path/to/thermal_lora.safetensors (the kohya/FluxTrainer "
                                              "file; Python: lora=...)")
             check_safetensors(lora_path, what="LoRA")
-        pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed)
+        if lora_mode not in ("fuse", "comfy-fp8"):
+            raise ValueError(f"lora_mode must be 'fuse' or 'comfy-fp8', got {lora_mode!r}")
+        patch = None
+        if lora_mode == "comfy-fp8":
+            if lora_path is None:
+                raise ValueError("lora_mode 'comfy-fp8' needs a LoRA file")
+            patch = _comfy_fp8_patch(lora_path, lora_scale, device, lora_fp8_gpu)
+        pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed,
+                                       transformer_patch=patch)
         lora_record = None
-        if lora_path is not None:
+        if lora_path is not None and patch is not None:
+            records += [{"role": "lora", "path": str(lora_path), "sha256": sha}
+                        for _, sha in hash_weights(lora_path).items()]
+            lora_record = {"path": str(lora_path), "scale": lora_scale, "mode": "comfy-fp8",
+                           "rounding_draws": "torch cuda" if device.type == "cuda" else f"emulated {lora_fp8_gpu}"}
+        elif lora_path is not None:
             applied = load_lora(pipe, lora_path, scale=lora_scale, fuse=speed.fuse_lora,
                                 allow_ignored_keys=lora_allow_ignored_keys)
             records += [{"role": "lora", "path": str(lora_path), "sha256": sha}
                         for _, sha in hash_weights(lora_path).items()]
-            lora_record = {**applied, "scale": lora_scale, "fused": speed.fuse_lora}
+            lora_record = {**applied, "scale": lora_scale, "fused": speed.fuse_lora, "mode": "fuse"}
         offload_used = apply_speed_options(pipe, speed, device)
         return cls(pipe, sampler=sampler, preset=preset, weights=records, lora=lora_record, template=template,
-                   device=device, dtype=dtype, speed=speed, offload_used=offload_used)
+                   device=device, dtype=dtype, speed=speed, offload_used=offload_used, template_t5=template_t5)
 
     # -- generation
 
     def identities(self, identity_indices: Iterable[int], run_seed: int) -> list[IdentityPrompt]:
-        return [sample_identity(run_seed, int(i), self.template) for i in identity_indices]
+        return [sample_identity(run_seed, int(i), self.template, self.template_t5) for i in identity_indices]
 
     def generate(self, identity_indices: Iterable[int], run_seed: int = 0, batch_size: int = 1,
                  progress: bool = True) -> list[Still]:
@@ -141,30 +172,66 @@ class StillsGenerator:
 
     @torch.inference_mode()
     def generate_batch(self, identities: Sequence[IdentityPrompt]) -> list[Still]:
-        """One batch through the sampler; per-image CPU generators keep each still batch-independent."""
-        seeds = [image_seed(ident.run_seed, ident.index) for ident in identities]
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        embeds, pooled, _ = self.pipe.encode_prompt(prompt=[ident.prompt for ident in identities], prompt_2=None,
+        """One batch through the sampler. Identity noise: per-image CPU generators; workflow noise: each image's
+        slice of its XlabsSampler draw. Either way a still does not depend on how the caller batches."""
+        t5 = [ident.prompt_t5 for ident in identities]
+        embeds, pooled, _ = self.pipe.encode_prompt(prompt=[ident.prompt for ident in identities],
+                                                    prompt_2=None if all(t is None for t in t5)
+                                                    else [t if t is not None else i.prompt for t, i in zip(t5, identities)],
                                                     max_sequence_length=self.sampler.max_sequence_length)
-        images = self.sample(embeds, pooled, generators)
-        return [self._make_still(ident, seed, image) for ident, seed, image in zip(identities, seeds, images)]
+        if self.sampler.noise == "workflow":
+            noise = [self._workflow_noise(ident.index) for ident in identities]
+            seeds, latents = [n[0] for n in noise], self._pack(torch.stack([n[2] for n in noise]))
+            images = self.sample(embeds, pooled, None, latents=latents)
+        else:
+            seeds = [image_seed(ident.run_seed, ident.index) for ident in identities]
+            noise = [None] * len(identities)
+            images = self.sample(embeds, pooled, [torch.Generator("cpu").manual_seed(seed) for seed in seeds])
+        return [self._make_still(ident, seed, image, n and n[1]) for ident, seed, image, n
+                in zip(identities, seeds, images, noise)]
+
+    def _workflow_noise(self, index: int) -> tuple[int, dict, torch.Tensor]:
+        """(seed, record, (16, h/8, w/8) latent) of identity `index`'s slice of its XlabsSampler-style draw."""
+        from generator.stills.cuda_noise import xlabs_noise
+
+        s = self.sampler
+        seed, position = s.workflow_draw(index)
+        device = s.noise_device
+        if device == "auto":
+            device = "cuda" if self.device.type == "cuda" else "emulate"
+        draw = xlabs_noise(seed, s.noise_batch, s.height, s.width, torch.bfloat16, device=device, gpu=s.noise_gpu)
+        record = {"mode": "workflow", "seed": seed, "batch": s.noise_batch, "position": position,
+                  "generator": "torch cuda" if device == "cuda" else "cpu emulation of torch cuda",
+                  "gpu": s.noise_gpu if device != "cuda" else torch.cuda.get_device_name(self.device),
+                  "dtype": "bfloat16"}
+        return seed, record, draw[position]
+
+    def _pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> FluxPipeline's packed (B, h/2 * w/2, 4C): BFL's 'b c (h 2) (w 2) -> b (h w) (c 2 2)'."""
+        b, c, h, w = latents.shape
+        if c * 4 != self.pipe.transformer.config.in_channels:
+            raise ValueError(f"workflow noise has {c} latent channels; this transformer takes "
+                             f"{self.pipe.transformer.config.in_channels // 4}")
+        packed = self.pipe._pack_latents(latents, b, c, h, w)
+        return packed.to(self.dtype)
 
     @torch.inference_mode()
     def sample(self, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
-               generators: list[torch.Generator]) -> list[Image.Image]:
+               generators: list[torch.Generator] | None, latents: torch.Tensor | None = None) -> list[Image.Image]:
         """The paper's sampler on encoded prompts: steps before `cfg_start_step` without CFG, the rest with it,
-        cut after `steps_run` steps; returns white-hot grayscale images."""
+        cut after `steps_run` steps; returns white-hot grayscale images. `latents` (packed) replace the noise
+        the generators would draw."""
         s = self.sampler
         common = dict(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
                       guidance_scale=s.guidance_scale, height=s.height, width=s.width, generator=generators)
         cfg_start = s.cfg_start_step if s.true_cfg_scale > 1 else s.steps_run
         cfg_start = min(cfg_start, s.steps_run)
-        latents, sigmas = None, np.linspace(1.0, 1 / s.num_steps, s.num_steps)  # FluxPipeline's unshifted grid
+        sigmas = np.linspace(1.0, 1 / s.num_steps, s.num_steps)  # FluxPipeline's unshifted grid
         self.last_final_sigma = None
         if cfg_start > 0:  # steps before CFG starts: conditional prediction only
-            latents = self.pipe(**common, num_inference_steps=s.num_steps, output_type="latent",
+            latents = self.pipe(**common, latents=latents, num_inference_steps=s.num_steps, output_type="latent",
                                 callback_on_step_end=self._stop_after(cfg_start, s.num_steps)).images
-        if cfg_start < s.steps_run or latents is None:
+        if cfg_start < s.steps_run or cfg_start == 0:
             n = prompt_embeds.shape[0]
             negative, negative_pooled = self._negative_embeddings()
             output = self.pipe(
@@ -219,7 +286,7 @@ class StillsGenerator:
             return kwargs
         return callback
 
-    def _make_still(self, ident: IdentityPrompt, seed: int, image: Image.Image) -> Still:
+    def _make_still(self, ident: IdentityPrompt, seed: int, image: Image.Image, noise: dict | None = None) -> Still:
         attributes = ident.attributes.to_dict()
         sidecar = {
             "schema": SIDECAR_SCHEMA,
@@ -227,7 +294,10 @@ class StillsGenerator:
             "run_seed": ident.run_seed,
             "seed": seed,
             "prompt": ident.prompt,
+            "prompt_t5": ident.prompt_t5,
             "prompt_template": self.template,
+            "prompt_template_t5": self.template_t5,
+            "noise": noise or {"mode": "identity", "seed": seed, "generator": "torch.Generator('cpu')"},
             "attributes": attributes,
             "sampler": {**self.sampler.to_dict(), "final_sigma": self.last_final_sigma},
             "preset": self.preset,

@@ -65,7 +65,8 @@ class IdentityPrompt:
     index: int
     run_seed: int
     attributes: IdentityAttributes
-    prompt: str
+    prompt: str  # CLIP-L text (and T5's too when `prompt_t5` is None, as diffusers' prompt_2=None)
+    prompt_t5: str | None = None  # a separate T5 text, as ComfyUI's CLIPTextEncodeFlux takes
 
 
 def derive_seed(run_seed: int, index: int, purpose: str) -> int:
@@ -149,10 +150,14 @@ def render_prompt(attributes: IdentityAttributes, template: str | None = None) -
     return check_template(template or DEFAULT_TEMPLATE).format_map(template_fields(attributes))
 
 
-def sample_identity(run_seed: int, index: int, template: str | None = None) -> IdentityPrompt:
-    """Identity `index` of the run `run_seed`: attributes (labels) and the prompt rendered from `template`."""
+def sample_identity(run_seed: int, index: int, template: str | None = None,
+                    template_t5: str | None = None) -> IdentityPrompt:
+    """Identity `index` of the run `run_seed`: attributes (labels) and the prompt rendered from `template`
+    (CLIP-L; also T5 unless `template_t5` gives T5 its own text). A template without fields is a fixed text,
+    e.g. the paper's workflow: CLIP-L "Hihh quality thermal male and female face data.", T5 "surprice face "."""
     if index < 0:
         raise ValueError(f"identity index must be >= 0, got {index}")
     attributes = sample_attributes(run_seed, index)
     return IdentityPrompt(index=index, run_seed=run_seed, attributes=attributes,
-                          prompt=render_prompt(attributes, template))
+                          prompt=render_prompt(attributes, template),
+                          prompt_t5=None if template_t5 is None else render_prompt(attributes, template_t5))

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 
 # ----------------------------------------------------------------------------------------------- sampler
 
+WORKFLOW_SEED = 749840386044620  # the released ComfyUI graph's XlabsSampler noise_seed
+NOISE_MODES = ("identity", "workflow")
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -29,6 +32,11 @@ class SamplerSettings:
     negative_prompt_t5: str = ""  # the graph's T5 negative is empty
     guidance_scale: float = 4.5  # FLUX.1-dev distilled-guidance embedding
     max_sequence_length: int = 256  # ComfyUI pads T5 to 256 tokens
+    noise: str = "identity"  # "identity": one CPU generator per image; "workflow": XlabsSampler's batch draw
+    noise_seed: int = WORKFLOW_SEED  # workflow noise: the seed of the first batch (ComfyUI "increment" after)
+    noise_batch: int = 2  # workflow noise: images per draw (the graph's EmptyLatentImage batch)
+    noise_device: str = "auto"  # workflow noise: "cuda" (torch's generator), "emulate" (CPU), "auto"
+    noise_gpu: str | None = None  # emulation only: a GPU name whose resident-block cap shapes large draws
 
     def __post_init__(self):
         if self.schedule not in ("paper", "full"):
@@ -37,6 +45,15 @@ class SamplerSettings:
             raise ValueError(f"height and width must be multiples of 16 (>= 16), got {self.height}x{self.width}")
         if self.num_steps < 1 or not 0 < self.denoise <= 1 or self.cfg_start_step < 0:
             raise ValueError("num_steps must be >= 1, denoise in (0, 1] and cfg_start_step >= 0")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        if self.noise_device not in ("auto", "cuda", "emulate") or self.noise_batch < 1:
+            raise ValueError("noise_device must be auto, cuda or emulate, and noise_batch >= 1")
+        if self.noise_gpu is not None:
+            from generator.stills.cuda_noise import GPUS
+
+            if self.noise_gpu not in GPUS:
+                raise ValueError(f"noise_gpu {self.noise_gpu!r} is not one of {', '.join(GPUS)}")
 
     @property
     def steps_run(self) -> int:
@@ -46,5 +63,9 @@ class SamplerSettings:
         return max(1, min(self.num_steps, int((self.num_steps + 1) * self.denoise) - 1))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps_run": self.steps_run,
-                "noise": "torch.Generator('cpu').manual_seed(seed), one per image"}
+        return {**asdict(self), "steps_run": self.steps_run}
+
+    def workflow_draw(self, index: int) -> tuple[int, int]:
+        """(seed, position) of identity `index` under workflow noise: identities come in draws of `noise_batch`,
+        draw b seeded `noise_seed + b` (ComfyUI's "increment" after each run), so the first draw is the graph's."""
+        return self.noise_seed + index // self.noise_batch, index % self.noise_batch

@@ -154,7 +154,7 @@ def _count_blocks(keys, prefix: str) -> int:
 
 
 def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathLike,
-                          dtype: torch.dtype) -> FluxTransformer2DModel:
+                          dtype: torch.dtype, patch=None) -> FluxTransformer2DModel:
     """A FluxTransformer2DModel from a single-file BFL/ComfyUI checkpoint, with the config in
     `config_folder/transformer/config.json`; float8 weights are upcast to `dtype`.
 
@@ -162,7 +162,7 @@ def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathL
     implies (a non-FLUX file, or FLUX.1-schnell against a FLUX.1-dev config, is named with its missing keys) and
     no other transformer keys (e.g. scaled-fp8 `scale_weight` tensors, whose scaling would be silently lost).
     Then the converted shapes are checked against the config. Only the transformer's tensors are read from an
-    all-in-one file.
+    all-in-one file. `patch(tensors) -> tensors` may rewrite the BFL-keyed tensors first.
     """
     from diffusers import FluxTransformer2DModel
     from safetensors import safe_open
@@ -175,6 +175,8 @@ def load_flux_transformer(path: str | os.PathLike, config_folder: str | os.PathL
         prefix, keys = transformer_keys(all_keys)
         _check_keys(path, plan, keys, all_keys)
         tensors = {k: handle.get_tensor(prefix + k) for k in keys}
+    if patch is not None:  # e.g. ComfyUI's fp8 LoRA patching, on the BFL keys before conversion
+        tensors = patch(tensors)
     with torch.device("meta"):
         expected = FluxTransformer2DModel.from_config(config).state_dict()
     converted = bfl_to_diffusers(tensors, plan, inner_dim=expected["x_embedder.weight"].shape[0])

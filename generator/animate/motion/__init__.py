@@ -5,6 +5,9 @@
   unpickler) and the project's `.npz` / `.safetensors`; `load_motion` picks by suffix; `load_lip_array`.
 - `driving_video`: `motion_from_video` through the driving motion extractor, `OnnxFaceDetector` to crop;
   `motion_from_image` for one driving image.
+- `paper`: the paper's LivePortrait driving clips (d3.mp4, d19.mp4), extracted once and cached per weights.
+- `varied`: per-identity seeded programs (pose trajectory + expression segments) with per-frame labels.
+- `library`: the tagged expression clips/templates that varied programs draw from.
 """
 
 from generator.animate.liveportrait.template import MotionSequence

@@ -65,3 +65,16 @@ def test_tiny_preset_stills_default_to_the_pipelines_64_px(tmp_path):
     assert main(["generate", "--stage", "stills", "-n", "1", "--preset", "tiny", "--out", str(out),
                  "--stills-steps", "4"]) == 0
     assert load_still(out / "still_000000.png").image.size == (64, 64)
+
+
+def test_cli_workflow_noise_and_separate_t5_text(tmp_path):
+    out = tmp_path / "workflow"
+    rc = main(["generate", "--stage", "stills", "-n", "3", "--out", str(out), "--stills-noise", "workflow",
+               "--noise-seed", "42", "--prompt-template", "Hihh quality thermal male and female face data.",
+               "--prompt-template-t5", "surprice face ", *SMALL])
+    assert rc == 0
+    sidecars = [json.loads((out / f"still_00000{i}.json").read_text()) for i in range(3)]
+    assert [(s["noise"]["seed"], s["noise"]["position"]) for s in sidecars] == [(42, 0), (42, 1), (43, 0)]
+    assert {s["prompt_t5"] for s in sidecars} == {"surprice face "}
+    assert main(["generate", "--stage", "stills", "-n", "1", "--out", str(tmp_path / "bad"), "--stills-noise",
+                 "workflow", "--noise-gpu", "GTX-9999", *SMALL]) == 2

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.animate.motion import head_pose_sweep
+from generator.animate.motion.varied import varied_program
 from generator.corpus.pipeline import DiskFullError, GenerationPipeline
 from generator.corpus.workers import Worker, parse_shard
 from generator.stills.prompts import image_seed, sample_identity
@@ -95,7 +95,8 @@ def test_rows_labels_and_provenance(reference, hf_cache):
     assert set(ds) == {"train"} and train.num_rows == 3 * (5 + 10)
     names = train.features["identity"].names
     assert names == ["S000000", "S000001", "S000002"]
-    sweep = head_pose_sweep(5).extra
+    programs = {(i, set_name): varied_program(0, i, set_name, frames)
+                for i in range(3) for set_name, frames in (("head_pose", 5), ("expression", 10))}
     for row in train:
         identity = int(names[row["identity"]][1:])
         expected = sample_identity(0, identity)
@@ -107,11 +108,14 @@ def test_rows_labels_and_provenance(reference, hf_cache):
         x, y, w, h = face["bbox"]
         assert w > 0 and h > 0 and 0 <= x and x + w <= row["image"].width and y + h <= row["image"].height
         assert np.asarray(face["landmarks"]).shape == (54, 2)
-        if train.features["set"].int2str(row["set"]) == "head_pose":  # the pose each frame was given, in degrees
-            i = row["frame_index"]
-            for axis in ("yaw", "pitch", "roll"):
-                assert row["head_pose"][axis] == pytest.approx(float(sweep[axis][i]), abs=1e-3)
-            assert row["driving_template"] == "head_pose_sweep(5)"
+        set_name = train.features["set"].int2str(row["set"])
+        program, i = programs[identity, set_name], row["frame_index"]  # varied: each identity its own program
+        for axis in ("yaw", "pitch", "roll"):  # the pose each frame was given, in degrees
+            assert row["head_pose"][axis] == pytest.approx(float(getattr(program, axis)[i]), abs=1e-3)
+        assert row["expression"] == program.expression[i]
+        assert row["eye_open"] == pytest.approx(program.eye_open[i], abs=1e-6)
+        assert row["mouth_open"] == pytest.approx(program.mouth_open[i], abs=1e-6)
+        assert row["driving_template"] == f"varied(seed=0, identity={identity}, {set_name}, {len(program)})"
     manifest = GeneratedCorpus(reference).read_manifest()
     assert list(manifest["identity"]) == names and list(manifest["num_frames"]) == [15, 15, 15]
     assert all(json.loads(w)[0]["sha256"] for w in manifest["weights"])  # tiny FLUX files are hashed too
@@ -121,6 +125,8 @@ def test_rows_labels_and_provenance(reference, hf_cache):
     first = videos[0]
     frames = read_frames(first["video"]["path"])
     assert frames.shape[0] == first["num_frames"] == len(first["boxes"]) == len(first["head_pose"])
+    assert len(first["expression"]) == len(first["eye_open"]) == len(first["mouth_open"]) == first["num_frames"]
+    assert json.loads(manifest["motion"][0])["kind"] == "varied"
 
 
 def test_rows_equal_the_files(reference):

@@ -236,3 +236,38 @@ def test_single_file_without_flux_base_says_to_pass_it(tiny, tmp_path, monkeypat
         build_pipeline("thermvision", torch.float32, flux=single)
     with pytest.raises(WeightsNotFoundError, match=r"not a diffusers FLUX folder.*--flux-base"):
         build_pipeline("thermvision", torch.float32, flux=single, flux_base=tmp_path)
+
+
+def test_comfy_fp8_lora_mode_patches_the_fp8_file_as_comfyui(tiny, tmp_path):
+    """lora_mode='comfy-fp8': the transformer holds the fp8 tensors patched in fp32 and stochastically rounded
+    with per-key seeds (CPU emulation of the CUDA draws), converted to diffusers' layout; the default fuse
+    differs from it by at most the fp8 rounding."""
+    from safetensors.torch import load_file
+
+    from generator.stills.comfy_fp8_lora import patch_fp8_checkpoint
+    from generator.stills.single_file import bfl_to_diffusers
+    from generator.stills.tiny_flux import write_tiny_kohya_lora
+
+    base, sd, _ = tiny
+    bfl = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v.to(torch.bfloat16) for k, v in to_bfl(sd).items()}
+    single = tmp_path / "flux1-dev-fp8.safetensors"
+    save_file(bfl, str(single))
+    lora = write_tiny_kohya_lora(tmp_path / "thermal.safetensors")
+    comfy = StillsGenerator.from_preset("thermvision", device="cpu", flux=single, flux_base=base, lora=lora,
+                                        lora_mode="comfy-fp8", **SMALL)
+    expected = bfl_to_diffusers(patch_fp8_checkpoint(bfl, load_file(str(lora)), 0.9, device="emulate"))
+    loaded = comfy.pipe.transformer.state_dict()
+    for key, tensor in expected.items():
+        assert torch.equal(loaded[key], tensor.to(torch.float32)), key
+    unpatched = bfl_to_diffusers(bfl)
+    patched = {k for k in expected if not torch.equal(expected[k].float(), unpatched[k].float())}
+    assert any("attn.to_q" in k for k in patched)  # the LoRA did change weights
+    still = comfy.generate([0], progress=False)[0]
+    assert still.sidecar["lora"]["mode"] == "comfy-fp8"
+    fused = StillsGenerator.from_preset("thermvision", device="cpu", flux=single, flux_base=base, lora=lora, **SMALL)
+    fused_sd = fused.pipe.transformer.state_dict()
+    for key in patched:  # fuse keeps W_fp8 + delta unrounded; comfy is one of its fp8 neighbours
+        step = torch.maximum(fused_sd[key].abs() * 2 ** -3, torch.tensor(2.0 ** -9))
+        assert ((loaded[key] - fused_sd[key]).abs() <= step + 1e-5).all(), key
+    with pytest.raises(ValueError, match="single-file fp8"):
+        StillsGenerator.from_preset("thermvision", device="cpu", flux=base, lora=lora, lora_mode="comfy-fp8", **SMALL)
