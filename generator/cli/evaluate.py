@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from generator.evaluate.realism import INCEPTION_FILE
-from generator.evaluate.report import evaluate
-
 FRAME_CONFIGS = ("frames", "synthetic")  # configurations whose rows are frames
+# generator.evaluate.realism.INCEPTION_FILE, spelled out so `--help` does not import torch (a test keeps them equal)
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def add_evaluate_parser(sub) -> None:
@@ -54,6 +53,8 @@ def check_arguments(args) -> None:
 
 
 def run_evaluate(args) -> int:
+    from generator.evaluate.report import evaluate
+
     check_arguments(args)
     features = None if args.fid_features == "none" else args.fid_features
     results = evaluate(args.data_dir, args.out, embedding=args.embedding, real_dir=args.real_dir,
