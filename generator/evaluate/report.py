@@ -88,7 +88,7 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
                                 "Box QC per video (frames)"),
         "temporal.png": chart_panels([  # two units, two axes
             bar_chart(labels, {"landmark jitter": list(qc["landmark_jitter_px"])},
-                      "Landmark jitter per video (n/a: no landmarks)", unit="px per frame", height=240),
+                      "Landmark jitter per video", unit="px per frame; n/a: no landmarks", height=240),
             bar_chart(labels, {"frame change": list(qc["frame_change"])},
                       "Frame change per video", unit="mean |gray-level change| per frame, 0-255", height=240)]),
     }
