@@ -60,7 +60,8 @@ def test_readme_python_blocks_run_against_the_miniature(mini, tmp_path):
     held = [(line, tags, code) for line, tags, code in blocks if tags]
     assert len(run) >= 4, "the README's runnable examples went missing"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf"),
-           "THERMVISION_DB_DIR": str(mini.root), "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+           "THERMVISION_DB_DIR": str(mini.root), "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1",
+           "OMP_NUM_THREADS": "1"}  # tiny networks: threads only spin on the shared CI cores
     result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(run), cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ALL BLOCKS RAN" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]

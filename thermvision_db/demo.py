@@ -54,8 +54,15 @@ def run_demo(out: Path) -> None:
     start = time.perf_counter()
     sheet = _loader_part(out)
     print(f"      picture: {sheet}")
+    import torch
+
     from thermvision_db import demo_generator
 
-    generated = demo_generator.run(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks gain nothing from threads, and on busy shared cores threads spin (2x slower)
+    try:
+        generated = demo_generator.run(out)
+    finally:
+        torch.set_num_threads(threads)
     print(f"[3/3] tiny generator run: {generated}")
     print(f"done in {time.perf_counter() - start:.1f} s; open {sheet}")

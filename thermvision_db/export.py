@@ -227,7 +227,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
         raise ExportError("--push-to-hub needs huggingface_hub (pip install huggingface_hub)") from err
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
         raise ExportError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set; the export is complete in {folder}, "
-                          "upload it later with `hf upload REPO FOLDER --repo-type dataset`")
+                          f"upload it later with `hf upload {repo_id} {folder} --repo-type dataset`")
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

@@ -139,15 +139,19 @@ def test_inception_file_named_in_help_is_the_one_realism_loads():
     assert in_help == INCEPTION_FILE
 
 
-def test_push_to_hub_failure_says_hf_auth_login(mini, tmp_path):
-    """A Hub that refuses the connection (a closed local port): the export stays, the hint is today's command."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
-           "HF_TOKEN": "hf_not_a_token", "HF_DATASETS_CACHE": str(tmp_path / "hf")}
-    out = tmp_path / "yolo"
-    result = subprocess.run([sys.executable, "-m", "thermvision_db", "export", str(mini.root), "--format", "yolo",
-                             "--out", str(out), "--split", "test", "--push-to-hub", "me/repo"],
-                            capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: pushing") and "`hf auth login`" in last and "huggingface-cli" not in last
-    assert (out / "data.yaml").is_file()
+def test_push_to_hub_failure_says_hf_auth_login(tmp_path, monkeypatch):
+    """The Hub refuses (huggingface_hub in offline mode, so nothing leaves the machine): the hint is today's command."""
+    import huggingface_hub.constants
+
+    from thermvision_db.export import ExportError, push_to_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # past the project's own offline check ...
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # ... the library refuses the request
+    (tmp_path / "data.yaml").write_text("names: [face]\n")
+    with pytest.raises(ExportError) as info:
+        push_to_hub(tmp_path, "me/repo")
+    message = str(info.value)
+    assert "\n" not in message and "`hf auth login`" in message and "huggingface-cli" not in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ExportError, match=r"upload it later with `hf upload me/repo "):
+        push_to_hub(tmp_path, "me/repo")
