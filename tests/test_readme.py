@@ -26,7 +26,8 @@ from thermvision_db.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PLACEHOLDER = "~/data/ThermVision-DB"
-NOT_RUN = {"needs-weights": "needs the real FLUX.1-dev, thermal LoRA and LivePortrait weights and a GPU"}
+NOT_RUN = {"needs-weights": "needs the real FLUX.1-dev, thermal LoRA and LivePortrait weights and a GPU",
+           "needs-network": "needs the Hugging Face Hub (network, and the gated corpus' licence accepted)"}
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
 
 
