@@ -120,7 +120,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default where it has one worth showing (not None or an off switch)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        if action.default in (None, False, "", argparse.SUPPRESS) or "%(default)" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -122,7 +122,7 @@ def test_every_option_has_help_and_shows_its_default():
                 continue
             where = f"{name} {'/'.join(action.option_strings) or action.dest}"
             assert action.help, f"{where} has no help text"
-            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            if action.option_strings and action.default not in (None, False, "", argparse.SUPPRESS):
                 assert f"(default: {action.default})" in text or f"default {action.default}" in text, where
     demo = " ".join(parser.commands["demo"].format_help().split())
     assert "(default: thermvision_demo)" in demo
