@@ -99,7 +99,7 @@ def _named_array(array, feature: Any):
 
     if isinstance(array, pa.ChunkedArray):
         chunks = [_named_array(chunk, feature) for chunk in array.chunks]
-        return pa.chunked_array(chunks, type=chunks[0].type if chunks else _named_arrow_type(array.type, feature))
+        return pa.chunked_array(chunks, type=chunks[0].type if chunks else _named_arrow_type(feature))
     if not _has_class_label(feature):
         return array
     if isinstance(feature, datasets.ClassLabel):
@@ -111,16 +111,15 @@ def _named_array(array, feature: Any):
         children = [_named_array(array.field(name), feature[name]) for name in (f.name for f in array.type)]
         fields = [pa.field(f.name, c.type) for f, c in zip(array.type, children)]
         return pa.StructArray.from_arrays(children, fields=fields, mask=array.is_null() if array.null_count else None)
+    if pa.types.is_fixed_size_list(array.type):  # not in the project's schemas: the plain, slower way
+        return pa.array([_named_value(v, feature) for v in array.to_pylist()], type=_named_arrow_type(feature))
     inner = feature[0] if isinstance(feature, list) else feature.feature
-    values = _named_array(array.values, inner)
+    values = _named_array(array.values, inner)  # `values` ignores a slice; `offsets` keep it
     cls = pa.LargeListArray if pa.types.is_large_list(array.type) else pa.ListArray
-    if pa.types.is_fixed_size_list(array.type):
-        return pa.FixedSizeListArray.from_arrays(array.values, array.type.list_size) if values is array.values else \
-            pa.FixedSizeListArray.from_arrays(values, array.type.list_size, mask=array.is_null() if array.null_count else None)
     return cls.from_arrays(array.offsets, values, mask=array.is_null() if array.null_count else None)
 
 
-def _named_arrow_type(arrow_type, feature: Any):
+def _named_arrow_type(feature: Any):
     import datasets
 
     return datasets.Features({"x": _named_feature(feature)}).arrow_schema.field("x").type
@@ -154,6 +153,7 @@ def with_label_names(dataset):
     import hashlib
 
     import datasets
+    from datasets.table import InMemoryTable, MemoryMappedTable
 
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         return type(dataset)({split: with_label_names(part) for split, part in dataset.items()})
@@ -171,6 +171,8 @@ def with_label_names(dataset):
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"with_label_names takes a datasets Dataset, IterableDataset or their dicts, not {type(dataset).__name__}")
     table = dataset.data
+    if not isinstance(table, (MemoryMappedTable, InMemoryTable)):  # concatenated datasets: no set_column
+        table = InMemoryTable(table.table)  # the same Arrow buffers (memory-mapped ones stay mapped), no copy
     for column in columns:
         index = table.column_names.index(column)
         new = _named_array(table.column(column), features[column])

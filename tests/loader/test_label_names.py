@@ -54,6 +54,10 @@ def test_selected_shuffled_and_formatted_datasets(repaired, mini):
     part = repaired["train"].shuffle(seed=3).select(range(0, 20, 3))
     named = with_label_names(part)
     assert named["video_id"] == part["video_id"] and _check(named, mini) == len(part)
+    sliced = repaired["train"].select(range(5, 30))  # contiguous: a slice of the Arrow table, not an index map
+    joined = datasets.concatenate_datasets([sliced, repaired["test"]])  # a concatenation table
+    for dataset in (sliced, joined):
+        assert _check(with_label_names(dataset), mini) == len(dataset)
     torch_named = with_label_names(part.with_format("torch", columns=["qc", "frame_index"]))
     row = torch_named[0]
     assert set(row) == {"qc", "frame_index"} and row["qc"] == named[0]["qc"] and int(row["frame_index"]) == named[0]["frame_index"]
