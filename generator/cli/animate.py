@@ -72,6 +72,8 @@ def _networks(args):
         log.warning("no --liveportrait-dir: using tiny random networks (offline demo; output is not a face)")
         torch.manual_seed(args.seed)
         return LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=args.seed)
+    if args.preset != "thermvision":
+        raise SystemExit(f"unknown preset {args.preset!r}; choose one of tiny, thermvision")
     raise SystemExit(f"--preset {args.preset} needs --liveportrait-dir pointing at the LivePortrait weights")
 
 

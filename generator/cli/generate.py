@@ -20,7 +20,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("generate", help="generate thermal stills, animations or whole identities")
     p.add_argument("--stage", choices=sorted(STAGES), default="all", help="which part of the pipeline to run")
     p.add_argument("-n", "--num-identities", type=int, default=4, help="identities (stills) to generate")
-    p.add_argument("--preset", default="tiny", choices=("tiny", "thermvision"),
+    p.add_argument("--preset", default="tiny",
                    help="model preset: 'thermvision' (real weights) or 'tiny' (random tiny networks, offline)")
     p.add_argument("--out", default="thermvision_generated", help="output folder (created; a rerun resumes it)")
     p.add_argument("--seed", type=int, default=0, help="run seed; identity i uses a seed derived from it")
