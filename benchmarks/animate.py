@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--frames", type=int, default=None, help="driving frames (default 32 tiny, 64 full)")
     ap.add_argument("--batch", type=int, default=16, help="frames per W+G batch in the batched run")
-    ap.add_argument("--dtype", default="auto", help="batched run dtype: auto (bf16 on CUDA), fp32, bf16, fp16")
+    ap.add_argument("--dtype", default="auto", help="batched run dtype: auto (fp16 on CUDA, as upstream), fp32, bf16, fp16")
     ap.add_argument("--compile", action="store_true", help="torch.compile W and G in the batched run")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

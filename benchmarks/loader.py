@@ -4,8 +4,10 @@
    PNG is missing via PyAV from the MP4). Target: the loader reaches at least 0.8 of raw.
 2. Peak memory (RSS) of a full pass over `frames` (prepare the Arrow cache, then read every row with its
    image) for corpora of 4, 8 and 16 identities, each pass in a fresh process. Target: flat.
+3. Remote: one identity streamed from zips served on a loopback HTTP server (Range requests) against the
+   whole-archive download then a local read: bytes read and time to the first frame, as ratios.
 
-    python benchmarks/loader.py [--frames 60] [--size 512]
+    python benchmarks/loader.py [--frames 60] [--size 512] [--only remote]
 """
 
 from __future__ import annotations
@@ -95,11 +97,48 @@ def memory(sizes, frames: int, size: int, tmp: Path) -> list[dict]:
     return results
 
 
+def remote(identities: int, frames: int, size: int, tmp: Path) -> dict:
+    """One identity's frames read in place from a URL vs downloading both zips first (loopback server)."""
+    from thermvision_db import load_dataset
+    from thermvision_db.loopback import LoopbackServer
+    from thermvision_db.miniature import write_miniature
+    from thermvision_db.remote import download_release
+
+    corpus = write_miniature(tmp / "remote", identities=identities, frames_per_video=frames, size=size, folders=False)
+    identity = corpus.identities[0]
+    warm = write_miniature(tmp / "warm", identities=1, frames_per_video=2, size=64, folders=False)
+    next(iter(load_dataset("thermvision_db", "frames", data_dir=str(warm.root), split="train", split_by="none",
+                           streaming=True)))  # imports and first-use costs paid before either timing
+    os.environ["THERMVISION_DB_REMOTE_CACHE"] = str(tmp / "zipdirs")  # cold: the central directory is fetched too
+    with LoopbackServer(corpus.root, lifetime=1800) as server:
+        start = time.perf_counter()
+        stream = load_dataset("thermvision_db", "frames", data_dir=server.url, split="train", split_by="none",
+                              identities=[identity], streaming=True)
+        rows = iter(stream)
+        np.asarray(next(rows)["image"])
+        first_streamed = time.perf_counter() - start
+        count = 1 + sum(1 for _ in rows)
+        streamed_bytes = server.traffic.bytes_sent
+        server.traffic.reset()
+        start = time.perf_counter()
+        folder = download_release(server.url, tmp / "download", progress=False)
+        stream = load_dataset("thermvision_db", "frames", data_dir=str(folder), split="train", split_by="none",
+                              identities=[identity], streaming=True)
+        np.asarray(next(iter(stream))["image"])
+        first_downloaded = time.perf_counter() - start
+        downloaded_bytes = server.traffic.bytes_sent
+    return {"identity": identity, "identities": identities, "rows": count, "streamed_bytes": streamed_bytes,
+            "downloaded_bytes": downloaded_bytes, "first_streamed_s": first_streamed,
+            "first_downloaded_s": first_downloaded}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60, help="frames per video")
     parser.add_argument("--size", type=int, default=512, help="frame size (the release is 512)")
     parser.add_argument("--identities", type=int, default=4)
+    parser.add_argument("--remote-identities", type=int, default=10, help="identities in the served archives")
+    parser.add_argument("--only", choices=["local", "remote"], help="run one part")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -114,6 +153,16 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPU cores; {sys.version.split()[0]}; datasets {datasets.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.only != "local":
+            r = remote(args.remote_identities, args.frames, args.size, tmp)
+            print(f"remote, one identity ({r['identity']}, {r['rows']} frames) of {r['identities']} from a loopback HTTP server: "
+                  f"read {r['streamed_bytes'] / 2**20:.1f} MiB in place vs {r['downloaded_bytes'] / 2**20:.1f} MiB for the "
+                  f"whole-archive download -> bytes ratio {r['streamed_bytes'] / r['downloaded_bytes']:.3f}; time to first frame "
+                  f"{r['first_streamed_s']:.2f} s vs {r['first_downloaded_s']:.2f} s -> ratio "
+                  f"{r['first_streamed_s'] / r['first_downloaded_s']:.2f} (loopback: no latency, ~GB/s; a real link favours "
+                  f"streaming more)")
+        if args.only == "remote":
+            return
         corpus = write_miniature(tmp / "speed", identities=args.identities, frames_per_video=args.frames, size=args.size,
                                  zips=False, missing_png={f"{m}_S1": (1, 2) for m in ("F_01", "M_01")})
         result = throughput(corpus)

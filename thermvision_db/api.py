@@ -19,7 +19,7 @@ from thermvision_db.errors import ThermVisionError
 
 NAMES = {"thermvision_db", "thermvision-db", "ThermVision-DB", "MAli-Farooq/ThermVision-DB"}
 _SOURCE_MODULES = ("builder", "features", "labels", "release", "released_rows", "images2d", "splits", "video",
-                   "generated")
+                   "generated", "remote", "remote_zip")
 RELEASED_CONFIGS = {"frames", "videos", "images"}
 
 
@@ -85,11 +85,16 @@ def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike
         raise ValueError(f"unknown configuration {name!r}; choose one of {known}")
     code = _code_hash()
     if name in RELEASED_CONFIGS:
-        from thermvision_db.release import resolve_data_dir
+        from thermvision_db.release import is_url, resolve_data_dir
 
         resolved = resolve_data_dir(data_dir)
-        data_dir = str(resolved.resolve())
-        code += _data_fingerprint(resolved)
+        if is_url(resolved):
+            from thermvision_db.remote import remote_fingerprint
+
+            data_dir, code = resolved, code + remote_fingerprint(resolved)
+        else:
+            data_dir = str(resolved.resolve())
+            code += _data_fingerprint(resolved)
     elif name in SYNTHETIC_CONFIGS:
         code += _synthetic_key(config_kwargs)
     return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)

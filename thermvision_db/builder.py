@@ -15,7 +15,7 @@ import datasets
 from thermvision_db import features as schema
 from thermvision_db.generated import CorpusError, GeneratedCorpus, identity_name
 from thermvision_db.images2d import category_folders, image_rows
-from thermvision_db.release import IDENTITIES, ReleaseSource, SourceError, resolve_data_dir
+from thermvision_db.release import IDENTITIES, MEMBERS, SourceError, is_url, resolve_data_dir
 from thermvision_db.released_rows import frame_rows, video_row
 from thermvision_db.splits import assign
 from thermvision_db.video import BACKENDS, _check_backend
@@ -155,12 +155,15 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
             return self._synthetic_split_generators()
         data_dir = resolve_data_dir(self.config.data_dir)
         if self.config.name == "images":
+            if is_url(data_dir):
+                raise SourceError(f"the images configuration reads a local folder, not {data_dir}")
             folders = category_folders(Path(data_dir))
             return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"folders": [[f] for f in folders]})]
-        source = ReleaseSource(data_dir)
-        members = source.present_members()
-        if self.config.identities is not None:
-            members = [m for m in members if m.identity in self.config.identities]
+        from thermvision_db.remote import open_release
+
+        source = open_release(data_dir)  # a folder, or a URL read in place
+        wanted = None if self.config.identities is None else [m for m in MEMBERS if m.identity in self.config.identities]
+        members = source.present_members(wanted)  # only the asked-for identities' archive is opened
         if not members:
             raise SourceError(f"no videos of the member table were found in {data_dir}")
         groups = assign(sorted({m.identity for m in members}), self.config.split_by)

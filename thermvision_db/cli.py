@@ -27,9 +27,9 @@ def _info(args) -> int:
         print(f"  {split}: {', '.join(ids)}")
     print(f"  train: the other {len(IDENTITIES) - sum(len(v) for v in RELEASED_SPLITS.values())} identities")
     if args.data_dir:
-        from thermvision_db.release import ReleaseSource
+        from thermvision_db.remote import open_release
 
-        source = ReleaseSource(args.data_dir)
+        source = open_release(args.data_dir)
         present = source.present_members()
         print(f"{args.data_dir}: {len(present)} of {len(MEMBERS)} videos present ({', '.join(source.genders())} archives)")
     return 0
@@ -37,8 +37,14 @@ def _info(args) -> int:
 
 def _verify(args) -> int:
     from thermvision_db.qc import RELEASED_MISSING, RELEASED_MULTIPLE, release_qc
-    from thermvision_db.release import ARCHIVE_SHA256, MEMBERS, ReleaseSource, sha256_file
+    from thermvision_db.release import ARCHIVE_SHA256, HUB_URL, MEMBERS, ReleaseSource, is_url, sha256_file
 
+    if args.remote or is_url(args.data_dir):  # metadata and central directories only: nothing is downloaded
+        from thermvision_db.remote import verify_url
+
+        return 1 if verify_url(args.data_dir if is_url(args.data_dir) else HUB_URL) else 0
+    if not args.data_dir:
+        raise SystemExit("verify needs DATA_DIR (a folder or a URL), or --remote to check the Hub's zips")
     data_dir = Path(args.data_dir)
     problems = 0
     if not args.no_checksums:
@@ -72,11 +78,12 @@ def _verify(args) -> int:
 
 
 def _preview(args) -> int:
-    from thermvision_db.release import MEMBERS, ReleaseSource
+    from thermvision_db.release import MEMBERS
     from thermvision_db.released_rows import frame_rows
+    from thermvision_db.remote import open_release
     from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif, with_legend
 
-    source = ReleaseSource(args.data_dir)
+    source = open_release(args.data_dir)
     present = source.present_members()
     if args.video:
         members = [m for m in present if m.video_id == args.video]
@@ -154,7 +161,10 @@ def build_parser() -> Parser:
     p.set_defaults(func=_info)
 
     p = sub.add_parser("verify", help="checksums of the two zips, member table presence, label QC report")
-    p.add_argument("data_dir", help="the corpus folder: the two zips and/or their extracted folders")
+    p.add_argument("data_dir", nargs="?", help="the corpus folder (the two zips and/or their extracted folders), "
+                   "or a URL (checked without downloading)")
+    p.add_argument("--remote", action="store_true",
+                   help="compare the Hub's published LFS sha256 with the shipped checksums (no download)")
     p.add_argument("--no-checksums", action="store_true", help="skip hashing the zips (about 20 GiB)")
     p.add_argument("--report", metavar="CSV", help="write the per-video QC table as CSV")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while reading the labels")
@@ -175,6 +185,9 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="thermvision_demo", help="folder for the corpus, cache and pictures (created)")
     p.set_defaults(func=_demo)
 
+    from thermvision_db.remote import add_download_parser
+
+    add_download_parser(sub)
     from thermvision_db.export import add_export_parser
 
     add_export_parser(sub)

@@ -251,17 +251,41 @@ class ReleaseSource:
         return present
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """`data_dir`, else $THERMVISION_DB_DIR, else the Hub dataset through huggingface_hub."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(ENV_DATA_DIR):
-        return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    return download_from_hub()
+HUB_URL = f"hf://datasets/{HUB_REPO_ID}"
+
+
+def is_url(value) -> bool:
+    """An fsspec URL (hf://, https://, s3://, gs://, ...) rather than a local folder."""
+    return isinstance(value, str) and "://" in value and not value.startswith("file://")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | str:
+    """`data_dir` (a folder or a URL), else $THERMVISION_DB_DIR, else the Hub dataset (see `hub_source`)."""
+    chosen = data_dir or os.environ.get(ENV_DATA_DIR)
+    if chosen:
+        return str(chosen) if is_url(chosen) else Path(chosen).expanduser()
+    return hub_source()
+
+
+def hub_source(repo_id: str = HUB_REPO_ID) -> Path | str:
+    """The Hub's zips: the local Hub cache when a full download is there, else read in place (hf:// URL).
+
+    With HF_HUB_OFFLINE set only the local cache is possible; `thermvision-db download` makes the full copy.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return download_from_hub(repo_id)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()),
+                                        local_files_only=True))
+    except Exception:  # noqa: BLE001 - not downloaded: stream it
+        return f"hf://datasets/{repo_id}"
+    return folder if all((folder / name).is_file() for name in ARCHIVES.values()) else f"hf://datasets/{repo_id}"
 
 
 def download_from_hub(repo_id: str = HUB_REPO_ID, token: str | None = None) -> Path:
-    """Fetch the two zips from the Hub (gated: accept the licence on the dataset page, then set HF_TOKEN)."""
+    """Fetch the two zips from the Hub, resumable (gated: accept the licence on the dataset page, then set HF_TOKEN)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 

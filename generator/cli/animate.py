@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-DRIVING = ("head_pose", "expression", "video", "template")
+DRIVING = ("head_pose", "expression", "video", "template", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--source", help="a still image, or a folder of stills (one identity each)")
     g.add_argument("--driving", choices=DRIVING, default="head_pose",
                    help="motion: procedural head_pose sweep / expression set, a driving video or a template file")
-    g.add_argument("--driving-path", help="driving video (.mp4...) or template (.pkl, .npz, .safetensors)")
+    g.add_argument("--driving-path", help="driving video (.mp4...), template (.pkl, .npz, .safetensors) or image")
     g.add_argument("--frames", type=int, default=None,
                    help="frames of a procedural program (default 354 head_pose / 250 expression) or max video frames")
     g.add_argument("--chunk-size", type=int, default=None, help="driving frames per W+G batch (default --batch-size or 16)")
@@ -37,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="LivePortrait's driving option: how expression and pose of the driving motion are combined")
     g.add_argument("--animate-no-stitching", action="store_true", help="disable the stitching MLP")
     g.add_argument("--animate-no-png", action="store_true", help="write only the MP4 and motion, not PNG frames")
+    g.add_argument("--animate-gray", action="store_true",
+                   help="grayscale frames (channel mean, replicated) instead of the decoder's 3 channels")
+    g.add_argument("--absolute-motion", action="store_true", help="upstream's --no_flag_relative_motion")
+    g.add_argument("--eye-retargeting", action="store_true",
+                   help="upstream's flag_eye_retargeting (needs eye ratios)")
+    g.add_argument("--lip-retargeting", action="store_true", help="upstream's flag_lip_retargeting (needs lip ratios)")
+    g.add_argument("--normalize-lip", action="store_true", help="upstream's flag_normalize_lip (relative motion)")
+    g.add_argument("--lip-array", help="upstream's src/utils/resources/lip_array.pkl (needed by --driving image)")
 
 
 def _sources(path: str) -> list[Path]:
@@ -88,9 +96,17 @@ def _motion(args, pipeline):
         raise SystemExit(f"--driving {args.driving} needs --driving-path")
     if args.driving == "template":
         return motions.load_motion(args.driving_path)
+    if args.driving == "image":
+        return motions.motion_from_image(args.driving_path, pipeline)
     detector = motions.OnnxFaceDetector(args.detector) if args.detector else None
     return motions.motion_from_video(args.driving_path, pipeline, detector=detector,
                                      batch_size=args.batch_size or 32, max_frames=args.frames)
+
+
+def motions_lip_array(path: str):
+    from generator.animate.motion import load_lip_array
+
+    return load_lip_array(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,10 +122,24 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--stage animate needs --source (a still image or a folder of stills)")
     sources = _sources(args.source)
     steps = [s.strip() for s in args.preprocess.split(",") if s.strip()]
+    # --eye-lip-model (shared with the corpus stage): the source's eye/lip opening, as upstream measures it
+    if args.eye_lip_model and not args.source_box:
+        raise SystemExit("--eye-lip-model needs --source-box (the face box its 224 crop is cut around)")
     pipeline = LivePortraitPipeline(_networks(args), device=args.device, dtype=args.dtype, compile=args.compile,
-                                    chunk_size=args.chunk_size or args.batch_size or 16)
+                                    chunk_size=args.chunk_size or args.batch_size or 16,
+                                    grayscale_output=args.animate_gray)
     motion = _motion(args, pipeline)
-    options = AnimationOptions(driving_option=args.driving_option, stitching=not args.animate_no_stitching)
+    options = AnimationOptions(driving_option=args.driving_option, stitching=not args.animate_no_stitching,
+                               eye_retargeting=True if args.eye_retargeting else None,
+                               lip_retargeting=True if args.lip_retargeting else None,
+                               relative_motion=False if args.absolute_motion else None,
+                               normalize_lip=args.normalize_lip,
+                               lip_array=motions_lip_array(args.lip_array) if args.lip_array else None)
+    eye_lip = None
+    if args.eye_lip_model:
+        from generator.annotate.onnx_models import Landmarker203
+
+        eye_lip = Landmarker203(args.eye_lip_model)
     out_root = Path(args.out) / "animate"
     for path in sources:
         image = preprocess(np.asarray(Image.open(path)), steps)
@@ -119,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             if len(box) != 4:
                 raise SystemExit("--source-box takes x1,y1,x2,y2")
             crop = crop_from_box(box, image.shape[:2], crop_size=512, scale=1.6)
+            if eye_lip is not None:
+                left, right, lip = eye_lip.eye_lip_ratios(eye_lip(image, [box[0], box[1], box[2] - box[0],
+                                                                          box[3] - box[1]]))
+                options.source_eye_ratio, options.source_lip_ratio = (left, right), lip
         source = pipeline.prepare_source(image, crop)
         paths = write_animation(pipeline, source, motion, out_root / path.stem, motion.name, options,
                                 png=not args.animate_no_png)

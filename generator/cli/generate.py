@@ -29,7 +29,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                    help="stills per FLUX call (default 8 in the whole pipeline, 1 with --stage stills); with --stage animate, "
                         "frames per W+G call unless --chunk-size is given (default 16)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+                   help="compute dtype (auto on CUDA: bf16 for stills, fp16 autocast for animation as "
+                   "upstream; fp32 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the heavy networks")
     for module in STAGES.values():
         try:

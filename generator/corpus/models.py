@@ -32,7 +32,9 @@ def load_animator(s: GenerationSettings, device):
         nets = LivePortraitNetworks.from_pretrained(s.liveportrait_dir)
     else:
         nets = LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=0)
-    return LivePortraitPipeline(nets, device=device, dtype=s.dtype, chunk_size=s.chunk_size, progress=False)
+    # the corpus stores white-hot grayscale frames (channels replicated), so it asks for them explicitly
+    return LivePortraitPipeline(nets, device=device, dtype=s.dtype, chunk_size=s.chunk_size, progress=False,
+                                grayscale_output=True)
 
 
 def load_annotators(s: GenerationSettings) -> tuple:

@@ -12,7 +12,8 @@ import torch
 
 def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """(B,) angles in degrees -> (B, 3, 3) = (Rz(roll) Ry(yaw) Rx(pitch))^T."""
-    p, y, r = (torch.as_tensor(a, dtype=torch.float32).reshape(-1) * (math.pi / 180) for a in (pitch, yaw, roll))
+    # degrees / 180 * pi in that order, as upstream (one rounding step fewer would differ in the last bit)
+    p, y, r = (torch.as_tensor(a, dtype=torch.float32).reshape(-1) / 180 * math.pi for a in (pitch, yaw, roll))
     one, zero = torch.ones_like(p), torch.zeros_like(p)
     rx = torch.stack([one, zero, zero, zero, p.cos(), -p.sin(), zero, p.sin(), p.cos()], 1).view(-1, 3, 3)
     ry = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], 1).view(-1, 3, 3)

@@ -5,8 +5,9 @@
 - ComfyUI `.safetensors`: the same tensors, S flattened as `retarget_{shoulder,mouth,eye}_module.mlp.*`.
 - ThermVision: `thermal_motion_extractor` and `thermal_spade_generator` file names, either format.
 
-Only safetensors and `torch.load(weights_only=True)` are used. Spectral norm is folded once at load
-(eval-mode semantics: weight = weight_orig / (u . (W v))). Loading is strict; problems are named.
+Only safetensors and `torch.load(weights_only=True)` are used. Spectral norm is folded once at load with
+torch's own eval-mode operations (weight = weight_orig / dot(u, mv(W, v)) in the weight's dtype). Loading is
+strict; problems are named.
 """
 
 from __future__ import annotations
@@ -101,8 +102,13 @@ def fold_spectral_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         except KeyError as err:
             raise CheckpointError(f"spectral-norm weight {key} lacks its {err.args[0]} vector") from None
         w = sd[key]
-        sigma = torch.dot(u.double(), (w.double().reshape(w.shape[0], -1) @ v.double()))
-        out[base] = (w.double() / sigma).to(w.dtype)
+        # torch.nn.utils.spectral_norm in eval: sigma = dot(u, mv(W_mat, v)), weight = weight_orig / sigma, both
+        # in the weight's own dtype (fp32 for the published files), so the folded weight is torch's, bit for bit
+        # fresh (aligned) copies: a tensor read from inside a safetensors buffer may sit at an offset that sends
+        # the CPU reduction down another vector path, moving sigma's last bit between file formats
+        w, u, v = w.clone(), u.to(w.dtype).clone(), v.to(w.dtype).clone()
+        sigma = torch.dot(u, torch.mv(w.reshape(w.shape[0], -1), v))
+        out[base] = w / sigma
         for k in (key, base + "_u", base + "_v"):
             del out[k]
     return out

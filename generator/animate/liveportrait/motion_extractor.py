@@ -105,8 +105,13 @@ class MotionExtractor(nn.Module):
 
     def keypoint_info(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pose in degrees (B,), scale (B, 1), t (B, 3), exp and canonical kp (B, K, 3), all fp32."""
-        out = {k: v.float() for k, v in self.detector(image).items()}
-        b = image.shape[0]
+        return self.refine(self.detector(image))
+
+    @staticmethod
+    def refine(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw head outputs -> `keypoint_info`'s dict, in fp32 (upstream converts outside its autocast)."""
+        out = {k: v.float() for k, v in raw.items()}
+        b = out["kp"].shape[0]
         return {
             "pitch": bins_to_degrees(out["pitch"]), "yaw": bins_to_degrees(out["yaw"]),
             "roll": bins_to_degrees(out["roll"]), "scale": out["scale"], "t": out["t"],

@@ -1,6 +1,6 @@
 """Animate one still: source features once, driving keypoints for all frames, then W+G in batched chunks.
 
-    pipe = LivePortraitPipeline(LivePortraitNetworks.from_pretrained(dir), device="cuda", dtype="bf16")
+    pipe = LivePortraitPipeline(LivePortraitNetworks.from_pretrained(dir), device="cuda")  # fp16 autocast
     source = pipe.prepare_source(still)                    # F and M run once per identity
     result = pipe.animate(source, head_pose_sweep())       # frames (T, H, W, 3) uint8 + per-frame motion
 
@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,15 +23,20 @@ from .crop import CropTransform, paste_back, soft_mask, warp_crop
 from .model import LivePortraitNetworks
 from .template import MotionSequence
 
+log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """'auto' is bf16 on CUDA (fp16 overflows in SPADE on some GPUs) and fp32 elsewhere."""
+    """'auto' is fp16 autocast on CUDA (upstream's flag_use_half_precision) and fp32 elsewhere.
+
+    A chunk whose fp16 output is not finite (upstream's "black boxes" on GPUs without proper fp16) is redone in
+    fp32 with a warning; bf16 stays available but has 3 fewer mantissa bits than upstream's fp16.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
     return DTYPES[dtype]
@@ -50,11 +56,16 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def to_input(images: np.ndarray, size: int, channels: int, device: torch.device) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, C, size, size) float in [0, 1] (area resize, as upstream)."""
+def to_input(images: np.ndarray, size: int, channels: int, device: torch.device,
+             interpolation: int = cv2.INTER_LINEAR) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, C, size, size) float in [0, 1].
+
+    Upstream resizes driving frames and uncropped sources with cv2's default (bilinear) and only its own 512
+    source crop with INTER_AREA; callers pass that choice.
+    """
     if images.ndim == 3:
         images = images[None]
-    resized = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) if im.shape[:2] != (size, size)
+    resized = np.stack([cv2.resize(im, (size, size), interpolation=interpolation) if im.shape[:2] != (size, size)
                         else im for im in images])
     x = torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).float() / 255
     if channels == 1:
@@ -85,7 +96,7 @@ class AnimationResult:
 class LivePortraitPipeline:
     def __init__(self, networks: LivePortraitNetworks, device: str | torch.device | None = None,
                  dtype: str | torch.dtype = "auto", compile: bool | str = False, chunk_size: int = 16,
-                 progress: bool = True, grayscale_output: bool = True):
+                 progress: bool = True, grayscale_output: bool = False):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.nets = networks.to(self.device).eval()
         self.dtype = resolve_dtype(dtype, self.device)
@@ -102,20 +113,41 @@ class LivePortraitPipeline:
     def cfg(self):
         return self.nets.cfg
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+    def _autocast(self, dtype: torch.dtype | None = None):
+        dtype = dtype or self.dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def _finite_or_fp32(self, run, what: str):
+        """run(dtype) under the pipeline's dtype; redone in fp32 (with a warning) if fp16 gave inf/NaN."""
+        out = run(self.dtype)
+        values = out.values() if isinstance(out, dict) else [out]
+        if self.dtype == torch.float16 and not all(bool(torch.isfinite(v).all()) for v in values):
+            log.warning("%s overflowed in fp16 (non-finite values); redone in fp32", what)
+            out = run(torch.float32)
+        return out
 
     @torch.no_grad()
     def prepare_source(self, image: np.ndarray, crop: CropTransform | None = None) -> SourceState:
         """F and M on the source, once. `crop` cuts a face out of a larger image (pasted back later)."""
         image = as_rgb(image)
         face = warp_crop(image, crop) if crop is not None else image
-        x = to_input(face, self.cfg.input_size, self.cfg.appearance.image_channel, self.device)
-        with self._autocast():
-            feature = self.nets.appearance_feature_extractor(x)
+        # upstream cuts a 512 crop and area-resizes it; an uncropped source goes through cv2's default resize
+        interpolation = cv2.INTER_AREA if crop is not None else cv2.INTER_LINEAR
+        x = to_input(face, self.cfg.input_size, self.cfg.appearance.image_channel, self.device, interpolation)
+
+        def features(dtype):
+            with self._autocast(dtype):
+                return self.nets.appearance_feature_extractor(x).float()
+
+        feature = self._finite_or_fp32(features, "the appearance features")
         xm = x if self.cfg.motion.image_channel == x.shape[1] else x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
-        with self._autocast():
-            info = self.nets.motion_extractor.keypoint_info(xm)
+
+        def keypoints(dtype):  # the network under autocast, the pose bins -> degrees in fp32 (as upstream)
+            with self._autocast(dtype):
+                raw = self.nets.motion_extractor(xm)
+            return self.nets.motion_extractor.refine(raw)
+
+        info = self._finite_or_fp32(keypoints, "the source keypoints")
         return SourceState(SourceInfo.from_keypoint_info(info), feature, image, crop)
 
     @torch.no_grad()
@@ -127,19 +159,22 @@ class LivePortraitPipeline:
     def render(self, feature: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         """W then G for a batch of driving keypoints (B, K, 3) -> (B, 3, S, S) float in [0, 1]."""
         b = x_d.shape[0]
-        with self._autocast():
-            out = self.warp(feature.expand(b, *feature.shape[1:]), x_d, x_s.expand(b, *x_s.shape[1:]))["out"]
-            image = self.decode(out)
-        return image.float()
+
+        def run(dtype):
+            with self._autocast(dtype):
+                out = self.warp(feature.expand(b, *feature.shape[1:]), x_d, x_s.expand(b, *x_s.shape[1:]))["out"]
+                return self.decode(out).float()
+
+        return self._finite_or_fp32(run, "W+G")
 
     def _finish(self, images: torch.Tensor, source: SourceState, mask: torch.Tensor | None) -> np.ndarray:
-        """Paste back (if cropped), grayscale, uint8: all on the device, one transfer per chunk."""
+        """Paste back (if cropped), grayscale if asked, uint8: all on the device, one transfer per chunk."""
         if source.crop is not None:
             original = torch.from_numpy(source.image).to(self.device).permute(2, 0, 1)[None].float() / 255
             images = paste_back(images, original, source.crop, mask)
         if self.grayscale_output:
             images = images.mean(1, keepdim=True).expand(-1, 3, -1, -1)
-        return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return frames_to_uint8(images)
 
     def iter_frames(self, source: SourceState, motion: MotionSequence, options: AnimationOptions | None = None,
                     chunk_size: int | None = None, keypoints: dict | None = None) -> Iterator[np.ndarray]:
@@ -171,6 +206,11 @@ class LivePortraitPipeline:
         from .keypoint_map import map_points
 
         return map_points(source, points, keypoints, self.cfg.input_size, self.cfg.output_size)
+
+
+def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) float -> (B, H, W, C) uint8 as upstream's parse_output: clip to [0, 1], x255, truncate."""
+    return (images.float().clamp(0, 1) * 255).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def motion_record(kp: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -16,8 +16,11 @@ class MotionSequence:
     """Per-frame driving motion; any field may be None ("keep the source's").
 
     R: (T, 3, 3) row-vector rotations (`kp @ R`). exp: (T, K, 3). scale: (T, 1). t: (T, 3).
-    eye_ratio: (T, 1) driving eye opening; lip_ratio: (T, 1) driving mouth opening (retargeting inputs).
+    eye_ratio: (T, 1) or (T, 2) driving eye opening ([left, right] as upstream's `c_eyes_lst`; eye retargeting
+    reads column 0, the left eye, as upstream does); lip_ratio: (T, 1) driving mouth opening.
     relative: apply pose/expression relative to frame 0 (driving videos, .pkl) or as given (procedural).
+    single_image: one driving image (upstream's image-driven mode): the expression is taken against upstream's
+    neutral lip array instead of frame 0 and the expression-friendly multiplier is not applied. Needs T == 1.
     """
 
     R: np.ndarray | None = None
@@ -30,6 +33,7 @@ class MotionSequence:
     relative: bool = True
     name: str = "motion"
     extra: dict = field(default_factory=dict)
+    single_image: bool = False
 
     FIELDS = ("R", "exp", "scale", "t", "eye_ratio", "lip_ratio")
 
@@ -45,11 +49,14 @@ class MotionSequence:
             raise ValueError(f"motion {self.name!r}: fields disagree on the number of frames {sorted(lengths)}")
         if not lengths:
             raise ValueError(f"motion {self.name!r} has no per-frame field")
-        checks = {"R": (3, 3), "scale": (1,), "t": (3,), "eye_ratio": (1,), "lip_ratio": (1,)}
-        for name, shape in checks.items():
+        checks = {"R": [(3, 3)], "scale": [(1,)], "t": [(3,)], "eye_ratio": [(1,), (2,)], "lip_ratio": [(1,)]}
+        for name, shapes in checks.items():
             value = getattr(self, name)
-            if value is not None and value.shape[1:] != shape:
-                raise ValueError(f"motion {self.name!r}: {name} has shape {value.shape}, expected (T, {shape})")
+            if value is not None and value.shape[1:] not in shapes:
+                expected = " or ".join(f"(T, {', '.join(map(str, s))})" for s in shapes)
+                raise ValueError(f"motion {self.name!r}: {name} has shape {value.shape}, expected {expected}")
+        if self.single_image and len(self) != 1:
+            raise ValueError(f"motion {self.name!r}: a single driving image has one frame, got {len(self)}")
         if self.exp is not None and (self.exp.ndim != 3 or self.exp.shape[2] != 3):
             raise ValueError(f"motion {self.name!r}: exp has shape {self.exp.shape}, expected (T, K, 3)")
 
@@ -58,4 +65,5 @@ class MotionSequence:
 
     def slice(self, start: int, stop: int) -> "MotionSequence":
         parts = {n: None if getattr(self, n) is None else getattr(self, n)[start:stop] for n in self.FIELDS}
-        return MotionSequence(**parts, fps=self.fps, relative=self.relative, name=self.name, extra=dict(self.extra))
+        return MotionSequence(**parts, fps=self.fps, relative=self.relative, name=self.name, extra=dict(self.extra),
+                              single_image=self.single_image)

@@ -63,11 +63,7 @@ def motion_from_video(path: str | os.PathLike, pipeline, detector=None, batch_si
     An aligned (square, face-filling) video is just resized; otherwise `detector(frame) -> box` finds the face
     on frame 0 (re-detected where it fails) and one box averaged over the video crops every frame, as upstream.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     from generator.animate.liveportrait.crop import crop_from_box, warp_crop
-    from generator.animate.liveportrait.pipeline import as_rgb, to_input
     from thermvision_db.video import iter_frames, probe
 
     info = probe(path)
@@ -88,17 +84,44 @@ def motion_from_video(path: str | os.PathLike, pipeline, detector=None, batch_si
         crop = crop_from_box(np.mean(boxes, axis=0), frames[0].shape[:2], crop_size=pipeline.cfg.input_size,
                              scale=crop_scale, vy_ratio=-0.1)
         frames = [warp_crop(f, crop) for f in frames]
+    arrays = _extract_motion(frames, pipeline, batch_size)
+    return MotionSequence(**arrays, fps=info.fps or 25.0, relative=True, name=Path(path).stem)
+
+
+def motion_from_image(image, pipeline, name: str = "image") -> MotionSequence:
+    """One driving image (an aligned face, (H, W[, C]) uint8 or a path) -> a 1-frame `single_image` motion.
+
+    Animated as upstream's image-driven mode: source expression + driving expression - the neutral lip array
+    (`AnimationOptions.lip_array`), driving pose relative to itself (so the source keeps its pose).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        name = Path(image).stem
+        image = np.asarray(Image.open(image))
+    arrays = _extract_motion([np.asarray(image)], pipeline, 1)
+    return MotionSequence(**arrays, fps=25.0, relative=True, name=name, single_image=True)
+
+
+def _extract_motion(frames: list[np.ndarray], pipeline, batch_size: int) -> dict[str, np.ndarray]:
+    """The driving motion extractor over frames (cv2's default resize, as upstream) -> R, exp, scale, t."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from generator.animate.liveportrait.pipeline import as_rgb, to_input
+
     extractor = pipeline.nets.driving_extractor
     size, chans = pipeline.cfg.input_size, extractor.cfg.image_channel
     out: dict[str, list] = {k: [] for k in ("pitch", "yaw", "roll", "exp", "scale", "t")}
     with torch.no_grad():
-        for start in tqdm(range(0, len(frames), batch_size), desc="driving motion", disable=not pipeline.progress):
+        for start in tqdm(range(0, len(frames), batch_size), desc="driving motion",
+                          disable=not pipeline.progress or len(frames) == 1):
             x = to_input(np.stack([as_rgb(f) for f in frames[start:start + batch_size]]), size, chans, pipeline.device)
             with pipeline._autocast():
-                kp = extractor.keypoint_info(x)
-            for k in out:
-                out[k].append(kp[k].float().cpu())
+                raw = extractor(x)
+            kp = extractor.refine(raw)
+            for k, values in out.items():
+                values.append(kp[k].float().cpu())
     cat = {k: torch.cat(v) for k, v in out.items()}
     R = rotation_matrix(cat["pitch"], cat["yaw"], cat["roll"]).numpy()
-    return MotionSequence(R=R, exp=cat["exp"].numpy(), scale=cat["scale"].numpy(), t=cat["t"].numpy(),
-                          fps=info.fps or 25.0, relative=True, name=Path(path).stem)
+    return {"R": R, "exp": cat["exp"].numpy(), "scale": cat["scale"].numpy(), "t": cat["t"].numpy()}

@@ -1,4 +1,5 @@
-"""Motion templates on disk: upstream LivePortrait `.pkl` (restricted unpickler) and the project's `.npz` / `.safetensors`."""
+"""Motion templates on disk: upstream LivePortrait `.pkl` (every upstream layout, see `liveportrait_pkl`) and the
+project's `.npz` / `.safetensors`."""
 
 from __future__ import annotations
 
@@ -9,39 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from generator.animate.liveportrait.template import MotionSequence
-from generator.safe_pickle import safe_pickle_load
+from generator.animate.motion.liveportrait_pkl import (
+    load_lip_array,
+    load_liveportrait_pkl,
+)
 
-
-# ---------------------------------------------------------------- upstream .pkl templates (restricted unpickler)
-def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
-    """Upstream motion template: {'n_frames', 'output_fps', 'motion': [{'R', 'exp', 'scale', 't', ...}], 'c_eyes_lst'...}."""
-    path = Path(path)
-    data = safe_pickle_load(path.read_bytes(), str(path))
-    if not isinstance(data, dict) or "motion" not in data:
-        raise ValueError(f"{path} is not a LivePortrait motion template (no 'motion' list)")
-    frames = data["motion"]
-    if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{path}: 'motion' must be a non-empty list of per-frame dicts")
-
-    def stack(key: str, shape: tuple) -> np.ndarray | None:
-        if not all(isinstance(f, dict) and key in f for f in frames):
-            return None
-        return np.stack([np.asarray(f[key], np.float32).reshape(shape) for f in frames])
-
-    R = stack("R", (3, 3))
-    exp = np.stack([np.asarray(f["exp"], np.float32).reshape(-1, 3) for f in frames]) if "exp" in frames[0] else None
-    fps = float(data.get("output_fps", 25))
-    return MotionSequence(R=R, exp=exp, scale=stack("scale", (1,)), t=stack("t", (3,)), fps=fps, relative=True,
-                          name=path.stem)
+__all__ = ["load_lip_array", "load_liveportrait_pkl", "load_motion", "load_template", "save_template"]
 
 
 # ---------------------------------------------------------------- our template format
 def save_template(motion: MotionSequence, path: str | os.PathLike) -> Path:
-    """`.npz` (loaded without pickle) or `.safetensors`; metadata (fps, relative, name) as JSON."""
+    """`.npz` (loaded without pickle) or `.safetensors`; metadata (fps, relative, name, single_image) as JSON."""
     path = Path(path)
     arrays = {n: np.ascontiguousarray(getattr(motion, n), np.float32) for n in MotionSequence.FIELDS
               if getattr(motion, n) is not None}
-    meta = {"fps": motion.fps, "relative": motion.relative, "name": motion.name, "format": "thermvision-motion/1"}
+    meta = {"fps": motion.fps, "relative": motion.relative, "name": motion.name, "format": "thermvision-motion/1",
+            "single_image": motion.single_image}
     tmp = path.with_name(path.name + ".partial")
     if path.suffix == ".npz":
         with open(tmp, "wb") as fh:
@@ -75,7 +59,7 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
     if unknown:
         raise ValueError(f"{path}: unknown motion fields {sorted(unknown)}; expected some of {MotionSequence.FIELDS}")
     return MotionSequence(**arrays, fps=float(meta.get("fps", 25.0)), relative=bool(meta.get("relative", True)),
-                          name=str(meta.get("name", path.stem)))
+                          name=str(meta.get("name", path.stem)), single_image=bool(meta.get("single_image", False)))
 
 
 def load_motion(path: str | os.PathLike) -> MotionSequence:

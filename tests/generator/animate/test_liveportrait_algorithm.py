@@ -138,7 +138,7 @@ def test_expression_set_drives_the_retargeting_networks(pipe, source, nets):
 
 def test_lip_normalisation_adds_the_lip_closing_offset_above_threshold(nets):
     s = _source_info()
-    m = MotionSequence(R=np.repeat(s.R.numpy(), 2, 0), relative=False)
+    m = MotionSequence(R=np.repeat(s.R.numpy(), 2, 0), relative=True)
     S = nets.stitching_retargeting_module
     plain = driving_keypoints(s, m, S, AnimationOptions(stitching=False))["x_d"]
     opened = driving_keypoints(s, m, S, AnimationOptions(stitching=False, normalize_lip=True, source_lip_ratio=0.2))
@@ -147,6 +147,10 @@ def test_lip_normalisation_adds_the_lip_closing_offset_above_threshold(nets):
     assert torch.allclose(opened["x_d"], plain + delta, atol=1e-6)
     closed = driving_keypoints(s, m, S, AnimationOptions(stitching=False, normalize_lip=True, source_lip_ratio=0.01))
     assert torch.allclose(closed["x_d"], plain)  # below the 0.03 threshold: unchanged
+    absolute = MotionSequence(R=np.repeat(s.R.numpy(), 2, 0), relative=False)  # upstream: relative motion only
+    opts = AnimationOptions(stitching=False, normalize_lip=True, source_lip_ratio=0.2)
+    assert torch.equal(driving_keypoints(s, absolute, S, opts)["x_d"],
+                       driving_keypoints(s, absolute, S, AnimationOptions(stitching=False))["x_d"])
 
 
 def test_batched_equals_frame_by_frame_and_chunked_equals_unchunked(pipe, source):
@@ -191,7 +195,10 @@ def test_cropped_source_is_pasted_back_at_original_size(nets):
     frames = pipe.animate(src, head_pose_sweep(3)).frames
     assert frames.shape == (3, 80, 100, 3)
     assert (frames[:, :3, :3] == 60).all()  # outside the mask: the original pixels
-    assert (frames[..., 0] == frames[..., 2]).all()  # grayscale out
+    assert (frames[..., 0] != frames[..., 2]).any()  # the decoder's 3 channels by default, as upstream
+    gray = LivePortraitPipeline(nets, device="cpu", progress=False, grayscale_output=True)
+    frames = gray.animate(gray.prepare_source(image, crop=src.crop), head_pose_sweep(3)).frames
+    assert (frames[..., 0] == frames[..., 2]).all()  # grayscale when asked for
 
 
 def test_mapped_points_follow_the_keypoints(pipe, source):

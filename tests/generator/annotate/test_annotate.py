@@ -88,8 +88,8 @@ def still_for(cropped: bool) -> StillLabels:
     return StillLabels(box, layout.astype(np.float32), "given")
 
 
-def drive(pipe, source, **fields):
-    motion = MotionSequence(relative=False, **{k: np.asarray(v, np.float32) for k, v in fields.items()})
+def drive(pipe, source, relative=False, **fields):
+    motion = MotionSequence(relative=relative, **{k: np.asarray(v, np.float32) for k, v in fields.items()})
     return pipe.driving_keypoints(source, motion, AnimationOptions(stitching=False))
 
 
@@ -135,7 +135,8 @@ def test_translation_moves_by_t_times_half_the_frame(pipe, cropped):
 @pytest.mark.parametrize("cropped", [False, True], ids=["full", "crop"])
 def test_scale_is_about_the_frame_centre(pipe, cropped):
     source, still = identity_source(pipe, cropped), still_for(cropped)
-    labels = propagate_labels(pipe, source, drive(pipe, source, scale=[[1.0], [1.3]]), still)
+    # relative to frame 0 (absolute motion keeps the source's scale, as upstream)
+    labels = propagate_labels(pipe, source, drive(pipe, source, relative=True, scale=[[1.0], [1.3]]), still)
     c, f, _ = geometry(cropped)
     assert np.abs(labels.landmarks[1] - f * (c + 1.3 * (still.landmarks - c))).max() < TOL_PX
     assert np.abs(labels.boxes[1, 2:] - f * 1.3 * still.box_xywh[2:]).max() < TOL_PX

@@ -1,0 +1,170 @@
+"""The released corpus at a URL: `hf://datasets/...`, `https://...` (a folder holding the two zips), `s3://`,
+`gs://` (with their fsspec backend installed). Rows are read from the zips in place; `download` makes the
+full local copy (resumable) that `verify` hashes; `remote_checksums` reads the Hub's LFS sha256 without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from thermvision_db.release import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT, HUB_REPO_ID, ReleaseSource, SourceError, is_url
+from thermvision_db.remote_zip import RemoteZipArchive, archive_identity, open_range_reader
+
+logger = logging.getLogger(__name__)
+
+
+def archive_url(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+class RemoteReleaseSource(ReleaseSource):
+    """ReleaseSource over the zips at a URL; only members a row asks for are fetched."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.data_dir = url
+        self.url = url.rstrip("/")
+        self.archives = {}
+        for gender, zip_name in ARCHIVES.items():
+            archive = RemoteZipArchive(archive_url(url, zip_name), GENDER_ROOT[gender], storage_options)
+            try:
+                archive.reader  # noqa: B018 - opens it: size and existence
+            except SourceError as err:
+                if "does not exist" not in str(err):
+                    raise
+                logger.info("%s", err)
+                self.archives[gender] = []
+                continue
+            self.archives[gender] = [archive]
+        if not any(self.archives.values()):
+            raise SourceError(f"{url} holds neither {' nor '.join(repr(z) for z in ARCHIVES.values())} (a URL must name "
+                              f"the folder that holds the zips; extracted folders are read from local disk only)")
+
+    def bytes_read(self) -> int:
+        """Bytes fetched so far by this process (central directories from the disk cache not counted)."""
+        return sum(a.reader.bytes_read for found in self.archives.values() for a in found)
+
+
+def open_release(data_dir) -> ReleaseSource:
+    """A local folder or a URL, as the builder, `verify` and `preview` read it."""
+    return RemoteReleaseSource(data_dir) if is_url(data_dir) else ReleaseSource(data_dir)
+
+
+def remote_fingerprint(url: str) -> str:
+    """Cache-key part of a URL source: each zip's content identity (LFS sha256 / ETag) and size."""
+    digest = hashlib.sha256(url.rstrip("/").encode())
+    for name in ARCHIVES.values():
+        try:
+            reader = open_range_reader(archive_url(url, name))
+        except SourceError as err:
+            if "does not exist" not in str(err):
+                raise
+            digest.update(f"{name}:absent".encode())
+            continue
+        info = reader.info
+        digest.update(f"{name}:{reader.size}:{archive_identity(info)}".encode())
+    return digest.hexdigest()[:8]
+
+
+def remote_checksums(url: str) -> dict[str, dict]:
+    """Per zip: size, the sha256 the server publishes (the Hub's LFS metadata) or None, and whether it matches."""
+    out = {}
+    for name, expected in ARCHIVE_SHA256.items():
+        try:
+            reader = open_range_reader(archive_url(url, name))
+        except SourceError as err:
+            out[name] = {"present": False, "error": str(err)}
+            continue
+        info = reader.info
+        identity = archive_identity(info) or ""
+        sha = identity.split(":", 1)[1] if identity.startswith("sha256:") else None
+        out[name] = {"present": True, "size": reader.size, "sha256": sha, "identity": identity or None,
+                     "matches": None if sha is None else sha == expected}
+    return out
+
+
+def verify_url(url: str, print_=print) -> int:
+    """What a URL tells without downloading: published checksums, the member table against the central
+    directories, frame and label counts. Returns the number of problems."""
+    problems = 0
+    for name, row in remote_checksums(url).items():
+        if not row["present"]:
+            print_(f"{name}: not present ({row['error']})")
+        elif row["sha256"] is None:
+            print_(f"{name}: {row['size']:,} bytes; the server publishes no sha256 ({row['identity'] or 'no ETag'}): "
+                   f"`thermvision-db download DIR --from {url}` then `verify DIR` hashes it")
+        else:
+            verdict = "ok" if row["matches"] else f"MISMATCH (expected {ARCHIVE_SHA256[name]})"
+            problems += not row["matches"]
+            print_(f"{name}: {row['size']:,} bytes, published sha256 {row['sha256']} {verdict} (metadata, not hashed here)")
+    source = RemoteReleaseSource(url)
+    present = source.present_members()
+    frames = sum(source.exists(m.gender, m.frame_png(i)) for m in present for i in range(m.num_frames))
+    labels = sum(source.exists(m.gender, m.label_txt(i)) for m in present for i in range(m.num_frames))
+    print_(f"member table: {len(present)} of 100 videos present in the central directories; "
+           f"{frames:,} PNG frames and {labels:,} label files listed (the release has 30,200 and 30,123)")
+    print_(f"read {source.bytes_read():,} bytes (central directories; cached for the next run)")
+    return problems
+
+
+def download_release(url: str, dest: str | os.PathLike, progress: bool = True, chunk: int = 8 << 20) -> Path:
+    """Copy the zips at `url` into `dest`, resuming a `.incomplete` file; the Hub uses huggingface_hub's download."""
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    if url.rstrip("/") == f"hf://datasets/{HUB_REPO_ID}":  # huggingface_hub resumes and verifies its downloads
+        from huggingface_hub import hf_hub_download
+
+        for name in ARCHIVES.values():
+            hf_hub_download(HUB_REPO_ID, name, repo_type="dataset", local_dir=dest)
+        return dest
+    for name in ARCHIVES.values():
+        try:
+            reader = open_range_reader(archive_url(url, name))
+        except SourceError as err:
+            if "does not exist" not in str(err):
+                raise
+            logger.warning("%s", err)
+            continue
+        _resume_copy(reader, dest / name, progress, chunk)
+    return dest
+
+
+def _resume_copy(reader, target: Path, progress: bool, chunk: int = 8 << 20) -> None:
+    """Append ranges to `<name>.incomplete` until it has every byte, then rename: a stopped run resumes."""
+    from tqdm.auto import tqdm
+
+    if target.is_file() and target.stat().st_size == reader.size:
+        return
+    partial = target.with_name(target.name + ".incomplete")
+    done = partial.stat().st_size if partial.exists() else 0
+    if done > reader.size:
+        partial.unlink()
+        done = 0
+    with open(partial, "ab") as handle, tqdm(total=reader.size, initial=done, unit="B", unit_scale=True,
+                                              desc=target.name, disable=not progress) as bar:
+        while done < reader.size:
+            block = reader.read(done, min(done + chunk, reader.size), f"{target.name} bytes {done:,}+")
+            handle.write(block)
+            handle.flush()
+            done += len(block)
+            bar.update(len(block))
+    os.replace(partial, target)
+
+
+def add_download_parser(sub) -> None:
+    """`thermvision-db download`: registered by `thermvision_db.cli`."""
+    p = sub.add_parser("download", help="the full copy of the two zips (about 21 GB), resumable; verify hashes it")
+    p.add_argument("out", help="folder to write the zips into")
+    p.add_argument("--from", dest="url", default=f"hf://datasets/{HUB_REPO_ID}",
+                   help="where the zips live (default: the Hub dataset)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run_download)
+
+
+def run_download(args) -> int:
+    out = download_release(args.url, args.out, progress=not args.quiet)
+    print(f"wrote {', '.join(n for n in ARCHIVES.values() if (out / n).is_file())} to {out}; "
+          f"`thermvision-db verify {out}` hashes them")
+    return 0

@@ -1,0 +1,358 @@
+"""A zip read where it lives (Hub, HTTP, S3, GCS) through fsspec range requests, never downloaded whole.
+
+The central directory is fetched once and kept on disk beside the `datasets` cache, keyed by the archive's
+sha256 or ETag; after that only the bytes of the members a row needs travel. Members of one folder sit next
+to each other in the archive, so a read also fetches the following members of the same folder and kind (a
+bounded window): a video's 354 label files cost one request, not 354. Python's `zipfile` parses everything (zip64,
+CRC checks, compression methods) from a sparse file that holds only the fetched byte ranges.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import logging
+import os
+import struct
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thermvision_db.atomic import atomic_write_bytes
+from thermvision_db.release import SourceError, _ZipArchive
+
+logger = logging.getLogger(__name__)
+
+ENV_CACHE = "THERMVISION_DB_REMOTE_CACHE"
+ENV_RETRIES = "THERMVISION_DB_RETRIES"
+ENV_RETRY_WAIT = "THERMVISION_DB_RETRY_WAIT"
+READAHEAD_BYTES = 8 << 20
+_TAIL = (1 << 16) + 22 + 20 + 56  # longest zip comment + end record + zip64 locator + zip64 end record
+_CACHE_MAGIC = b"TVDBCD1\n"
+_ALONE = {"mp4"}  # videos are read one at a time: no read-ahead into the decoy MP4s beside them
+
+
+def cache_root() -> Path:
+    """Central directories live beside the `datasets` cache unless $THERMVISION_DB_REMOTE_CACHE says otherwise."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "thermvision_db_zip_directories"
+
+
+def archive_identity(info: dict) -> str | None:
+    """A content identity from fsspec metadata: the Hub's LFS sha256, else an ETag/MD5, else nothing."""
+    lfs = info.get("lfs")
+    if lfs:
+        sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+        if sha:
+            return f"sha256:{sha}"
+    for key in ("sha256", "ETag", "etag", "md5Hash", "blob_id"):
+        if info.get(key):
+            return f"{key}:{str(info[key]).strip(chr(34))}"
+    return None
+
+
+class _Transient(Exception):
+    """A short or failed read worth retrying."""
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Dropped connections, timeouts and 408/429/5xx are retried; missing files and refusals are not."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, SourceError)):
+        return False
+    status = getattr(err, "status", None) or getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 429) or status >= 500
+    return True
+
+
+@dataclass
+class RangeReader:
+    """Byte ranges of one remote file with bounded retries; counts what it fetched."""
+
+    fs: object
+    path: str
+    url: str
+    size: int
+    retries: int = 3
+    retry_wait: float = 0.5
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.bytes_read = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def read(self, start: int, end: int, what: str) -> bytes:
+        """Bytes [start, end): a dropped connection or short answer is retried, then named in the error."""
+        end = min(end, self.size)
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.retry_wait * 2 ** (attempt - 1))
+                logger.info("retry %d/%d of %s in %s after: %s", attempt, self.retries, what, self.url, last)
+            try:
+                data = self._fetch(start, end)
+            except Exception as err:  # noqa: BLE001 - backends raise their own types (aiohttp, httpx, botocore)
+                if not _is_transient(err):
+                    raise SourceError(f"cannot read {what} from {self.url}: {type(err).__name__}: {err}") from err
+                last = err
+                continue
+            with self._lock:
+                self.bytes_read += len(data)
+                self.requests += 1
+            if len(data) == end - start:
+                return data
+            if len(data) > end - start:
+                raise SourceError(f"{self.url} ignores HTTP Range requests (asked for {end - start:,} bytes of {what}, "
+                                  f"got {len(data):,}); download the archives instead (`thermvision-db download`)")
+            last = _Transient(f"short read: {len(data):,} of {end - start:,} bytes")
+        raise SourceError(f"cannot read {what} (bytes {start:,}-{end:,}) from {self.url} after {self.retries + 1} "
+                          f"attempts: {type(last).__name__}: {last}. The connection keeps failing; retry later, or "
+                          f"download the archives (`thermvision-db download`)") from last
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        from fsspec.asyn import AsyncFileSystem
+
+        if isinstance(self.fs, AsyncFileSystem):  # HTTP, S3, GCS: one ranged GET
+            return self.fs.cat_file(self.path, start=start, end=end)
+        # HfFileSystem and other sync backends: one ranged read without the read-ahead block cache
+        with self.fs.open(self.path, "rb", block_size=max(end - start, 1), cache_type="none") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
+
+class _SparseFile(io.RawIOBase):
+    """A file of `size` bytes of which only some ranges are known; `zipfile` reads it like the real archive.
+
+    `fixed` is the central directory; `windows` the last few fetched member ranges (bounded memory)."""
+
+    def __init__(self, size: int, fixed: tuple[int, bytes], keep: int = 3):
+        self.size = size
+        self.fixed = fixed
+        self.windows: OrderedDict[int, bytes] = OrderedDict()
+        self.keep = keep
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def covering(self, start: int, end: int) -> tuple[int, bytes] | None:
+        for begin, data in (*self.windows.items(), self.fixed):
+            if begin <= start and end <= begin + len(data):
+                return begin, data
+        return None
+
+    def add_window(self, start: int, data: bytes) -> None:
+        self.windows[start] = data
+        while len(self.windows) > self.keep:
+            self.windows.popitem(last=False)
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.size if n is None or n < 0 else min(self.pos + n, self.size)
+        found = self.covering(self.pos, end)
+        if found is None:
+            raise OSError(f"bytes {self.pos}-{end} of the remote zip were not fetched")
+        begin, data = found
+        out = data[self.pos - begin:end - begin]
+        self.pos = end
+        return out
+
+
+class RemoteZipArchive(_ZipArchive):
+    """One released zip at a URL, read member by member; picklable for `num_proc` and DataLoader workers."""
+
+    def __init__(self, url: str, root: str, storage_options: dict | None = None, readahead: int = READAHEAD_BYTES):
+        super().__init__(url, root)  # `path` is the URL: error messages name it
+        self.url = url
+        self.storage_options = storage_options or {}
+        self.readahead = readahead
+        self._setup_lock = threading.RLock()
+        self._reader: RangeReader | None = None
+        self._reader_pid: int | None = None
+        self._directory: tuple[int, bytes] | None = None
+
+    def __getstate__(self):
+        return {"url": self.url, "root": self.root, "storage_options": self.storage_options, "readahead": self.readahead}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    @property
+    def reader(self) -> RangeReader:
+        with self._setup_lock:
+            if self._reader is None or self._reader_pid != os.getpid():  # a forked worker opens its own session
+                self._reader = open_range_reader(self.url, self.storage_options)
+                self._reader_pid = os.getpid()
+            return self._reader
+
+    def info(self) -> dict:
+        return self.reader.info
+
+    def _zip(self) -> zipfile.ZipFile:
+        handle = getattr(self._local, "zip", None)
+        if handle is None or self._pid != os.getpid():
+            try:
+                start, sparse, handle = self._parse(use_cache=True)
+            except (zipfile.BadZipFile, OSError, ValueError) as err:  # a damaged cache file: fetch it again
+                logger.warning("%s: cached central directory unreadable (%s); fetching it again", self.url, err)
+                try:
+                    start, sparse, handle = self._parse(use_cache=False)
+                except (zipfile.BadZipFile, OSError, ValueError) as err2:
+                    raise SourceError(f"{self.url}: the central directory does not parse ({err2}); is this a zip?") from err2
+            self._local.zip, self._local.sparse = handle, sparse
+            self._local.order = sorted(handle.infolist(), key=lambda i: i.header_offset)
+            self._local.offsets = [i.header_offset for i in self._local.order]
+            self._local.directory_start = start
+            self._pid = os.getpid()
+        return handle
+
+    def _parse(self, use_cache: bool) -> tuple[int, _SparseFile, zipfile.ZipFile]:
+        start, data = self.directory(use_cache)
+        sparse = _SparseFile(self.reader.size, (start, data))
+        return start, sparse, zipfile.ZipFile(sparse)
+
+    def directory(self, use_cache: bool = True) -> tuple[int, bytes]:
+        """(offset, bytes) from the central directory to the end of the archive: from the disk cache or fetched."""
+        with self._setup_lock:
+            if self._directory is None or not use_cache:
+                self._directory = _central_directory(self.reader, self.info(), use_cache)
+            return self._directory
+
+    def read(self, member: str) -> bytes:
+        if member not in self.index:
+            return super().read(member)  # the parent's KeyError path names the member
+        zf = self._zip()
+        self._ensure_window(zf.getinfo(self.index[member]), member)
+        return super().read(member)
+
+    def _ensure_window(self, info: zipfile.ZipInfo, member: str) -> None:
+        """Fetch this member and the next members of its folder (up to `readahead` bytes) in one request."""
+        local = self._local
+        order, offsets, sparse = local.order, local.offsets, local.sparse
+        k = bisect.bisect_left(offsets, info.header_offset)
+        end = _member_end(order, k, local.directory_start)
+        if sparse.covering(info.header_offset, end) is not None:
+            return
+        folder, suffix = _folder_and_suffix(info.filename)
+        j = k + 1
+        while suffix not in _ALONE and j < len(order) and _folder_and_suffix(order[j].filename) == (folder, suffix):
+            next_end = _member_end(order, j, local.directory_start)
+            if next_end - info.header_offset > self.readahead:
+                break
+            end, j = next_end, j + 1
+        sparse.add_window(info.header_offset, self.reader.read(info.header_offset, end, f"member {member!r}"))
+
+
+def _folder_and_suffix(name: str) -> tuple[str, str]:
+    folder, _, base = name.rpartition("/")
+    return folder, base.rpartition(".")[2].lower()
+
+
+def _member_end(order: list[zipfile.ZipInfo], k: int, directory_start: int) -> int:
+    """A member ends where the next one starts (data descriptors included), the last one at the directory."""
+    return order[k + 1].header_offset if k + 1 < len(order) else directory_start
+
+
+def _url_to_fs(url: str, storage_options: dict):
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url, **storage_options)
+
+
+def open_range_reader(url: str, storage_options: dict | None = None) -> RangeReader:
+    """A RangeReader for `url`; a missing backend or file gives an error that says which and what to do."""
+    try:
+        fs, path = _url_to_fs(url, storage_options or {})
+    except ImportError as err:
+        raise SourceError(f"cannot read {url}: its fsspec backend is not installed ({err}); e.g. `pip install s3fs` "
+                          f"for s3://, `pip install gcsfs` for gs://") from err
+    try:
+        info = fs.info(path)
+    except FileNotFoundError as err:
+        raise SourceError(f"{url} does not exist (or needs credentials to be seen)") from err
+    except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth: all end here with the URL named
+        raise SourceError(f"cannot reach {url}: {type(err).__name__}: {err}") from err
+    if not info.get("size"):
+        raise SourceError(f"{url} reports no size: the server must send Content-Length and honour Range requests")
+    retries = int(os.environ.get(ENV_RETRIES, "3"))
+    wait = float(os.environ.get(ENV_RETRY_WAIT, "0.5"))
+    return RangeReader(fs, path, url, int(info["size"]), retries=retries, retry_wait=wait, info=info)
+
+
+def _central_directory(reader: RangeReader, info: dict, use_cache: bool = True) -> tuple[int, bytes]:
+    identity = archive_identity(info)
+    cache = None
+    if identity:
+        key = hashlib.sha256(f"{identity}:{reader.size}".encode()).hexdigest()[:32]
+        cache = cache_root() / f"{key}.zipdir"
+        cached = _load_cached_directory(cache, reader.size) if use_cache else None
+        if cached is not None:
+            return cached
+    else:
+        logger.info("%s carries no ETag or sha256: its central directory is not cached on disk", reader.url)
+    # a short tail first (an archive without a comment ends in 22 bytes); the longest comment needs 64 KiB
+    tail_start = max(reader.size - 4096, 0)
+    tail = reader.read(tail_start, reader.size, "the zip's end record")
+    at = tail.rfind(b"PK\x05\x06")
+    if tail_start and (at < 0 or at + 22 != len(tail)):  # a comment: zipfile scans the last 64 KiB for the record
+        tail_start = max(reader.size - _TAIL, 0)
+        tail = reader.read(tail_start, reader.size - len(tail), "the zip's end record") + tail
+    start = min(_directory_start(tail, tail_start, reader.url), tail_start)
+    data = reader.read(start, tail_start, "the zip's central directory") + tail if start < tail_start else tail
+    if cache is not None:
+        atomic_write_bytes(cache, _CACHE_MAGIC + struct.pack("<QQ", start, reader.size) + data)
+    return start, data
+
+
+def _load_cached_directory(path: Path, size: int) -> tuple[int, bytes] | None:
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    head = len(_CACHE_MAGIC) + 16
+    if not blob.startswith(_CACHE_MAGIC) or len(blob) < head:
+        return None
+    start, cached_size = struct.unpack("<QQ", blob[len(_CACHE_MAGIC):head])
+    data = blob[head:]
+    if cached_size != size or start + len(data) != size:
+        return None
+    return start, data
+
+
+def _directory_start(tail: bytes, tail_start: int, url: str) -> int:
+    """Where the central directory begins, from the end record (zip64 when the archive is over 4 GiB)."""
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise SourceError(f"{url} has no zip end record in its last {len(tail):,} bytes: not a zip, or truncated")
+    cd_size, cd_offset = struct.unpack("<II", tail[at + 12:at + 20])
+    record = tail_start + at
+    locator = at - 20
+    if (cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) or (locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07"):
+        if locator < 0 or tail[locator:locator + 4] != b"PK\x06\x07":
+            raise SourceError(f"{url}: the zip64 locator is missing before the end record")
+        zip64_at = locator - 56
+        if zip64_at < 0 or tail[zip64_at:zip64_at + 4] != b"PK\x06\x06":
+            raise SourceError(f"{url}: the zip64 end record is not where the locator says")
+        cd_size = struct.unpack("<Q", tail[zip64_at + 40:zip64_at + 48])[0]
+        record = tail_start + zip64_at
+    start = record - cd_size
+    if start < 0:
+        raise SourceError(f"{url}: the end record gives a central directory of {cd_size:,} bytes, more than the file")
+    return start
