@@ -11,11 +11,12 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load_dataset", "load_dataset_builder", "ThermVisionDB", "ThermVisionConfig", "__version__"]
+__all__ = ["load_dataset", "load_dataset_builder", "with_label_names", "ThermVisionDB", "ThermVisionConfig", "__version__"]
 
 _LAZY = {
     "load_dataset": "thermvision_db.api",
     "load_dataset_builder": "thermvision_db.api",
+    "with_label_names": "thermvision_db.rows",
     "ThermVisionDB": "thermvision_db.builder",
     "ThermVisionConfig": "thermvision_db.builder",
 }

@@ -19,7 +19,7 @@ from thermvision_db.images2d import category_folders, image_rows
 from thermvision_db.release import IDENTITIES, MEMBERS, SourceError, is_url, resolve_data_dir
 from thermvision_db.released_rows import frame_rows, video_row
 from thermvision_db.splits import assign
-from thermvision_db.video import BACKENDS
+from thermvision_db.video import BACKENDS, _check_backend
 
 _DESCRIPTION = (
     "ThermVision-DB: synthetic long-wave infrared face videos (50 identities, 100 videos, 30,200 frames) "
@@ -88,6 +88,7 @@ class ThermVisionConfig(datasets.BuilderConfig):
             raise ValueError(f"split_by must be 'identity' or 'none', got {self.split_by!r}")
         if self.video_backend not in BACKENDS:
             raise ValueError(f"video_backend must be one of {BACKENDS}, got {self.video_backend!r}")
+        _check_backend(self.video_backend)  # a missing decoder says which extra to install, before any generation
         if self.identities is not None:
             self.identities = tuple(self.identities)
             unknown = sorted(set(self.identities) - set(IDENTITIES))

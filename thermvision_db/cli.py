@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import io
 import logging
 import sys
@@ -90,7 +91,7 @@ def _preview(args) -> int:
     from thermvision_db.release import MEMBERS
     from thermvision_db.released_rows import frame_rows
     from thermvision_db.remote import open_release
-    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif
+    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif, with_legend
 
     source = open_release(args.data_dir)
     present = source.present_members()
@@ -118,8 +119,10 @@ def _preview(args) -> int:
         save_gif(pictures, out, fps=args.fps)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        contact_sheet(pictures, captions, columns=args.frames if len(members) > 1 else None, tile=args.tile).save(out)
-    print(f"wrote {out} ({len(pictures)} frames; green border ok, red missing, orange multiple; magenta boxes interpolated)")
+        sheet = contact_sheet(pictures, captions, columns=args.frames if len(members) > 1 else None, tile=args.tile)
+        with_legend(sheet, sources=["detector", "interpolated"] if args.repair else ["detector"]).save(out)
+    print(f"wrote {out} ({len(pictures)} frames; boxes cyan from the detector, magenta interpolated; "
+          "border green ok, red missing, orange multiple, gray out of bounds)")
     return 0
 
 
@@ -130,39 +133,67 @@ def _demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thermvision-db", description="ThermVision-DB loader and generator")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None or an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, "", argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command shows defaults in --help; a mistyped option is reported with the closest real one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """`error` for options this (sub)command does not know, naming the closest one."""
+        known = [o for action in self._actions for o in action.option_strings]
+        hints = []
+        for extra in extras:
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.7)
+            if close:
+                hints.append(f"{extra!r}: did you mean {close[0]}?")
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="thermvision-db", description="ThermVision-DB loader and generator")
     parser.add_argument("--version", action="version", version=f"thermvision-db {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the loader does")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("info", help="package, decoders, the member table and the fixed splits")
     p.add_argument("data_dir", nargs="?", help="also say what a data folder holds")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("verify", help="checksums of the two zips, member table presence, label QC report")
-    p.add_argument("data_dir", nargs="?", help="a folder, or a URL (checked without downloading)")
+    p.add_argument("data_dir", nargs="?", help="the corpus folder (the two zips and/or their extracted folders), "
+                   "or a URL (checked without downloading)")
     p.add_argument("--remote", action="store_true",
                    help="compare the Hub's published LFS sha256 with the shipped checksums (no download)")
     p.add_argument("--no-checksums", action="store_true", help="skip hashing the zips (about 20 GiB)")
-    p.add_argument("--report", help="write the per-video QC table as CSV")
+    p.add_argument("--report", metavar="CSV", help="write the per-video QC table as CSV")
     p.add_argument("--deep", action="store_true", help="decode every PNG frame and MP4 and name each bad file (slow)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while reading the labels")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("preview", help="contact sheet (PNG) of frames with boxes and QC drawn, or a GIF of one video")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", help="the corpus folder: the two zips and/or their extracted folders")
     p.add_argument("--video", help="a video id such as F_31_S1")
     p.add_argument("--videos", type=int, default=4, help="videos in the sheet when --video is not given")
     p.add_argument("--frames", type=int, default=8, help="frames per video in the sheet")
-    p.add_argument("--tile", type=int, default=160)
-    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--tile", type=int, default=160, help="width of one frame in the sheet, pixels")
+    p.add_argument("--fps", type=float, default=15.0, help="frames per second of a GIF")
     p.add_argument("--repair", action="store_true", help="show repaired boxes (interpolated in magenta)")
     p.add_argument("--out", default="thermvision_preview.png", help="a .png contact sheet or a .gif")
     p.set_defaults(func=_preview)
 
     p = sub.add_parser("demo", help="miniature corpus -> load -> summary -> pictures; no data or GPU needed")
-    p.add_argument("--out", default="thermvision_demo")
+    p.add_argument("--out", default="thermvision_demo", help="folder for the corpus, cache and pictures (created)")
     p.set_defaults(func=_demo)
 
     from thermvision_db.remote import add_download_parser
@@ -181,7 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     from generator.cli.generate import add_generate_parser, run_generate
 
     add_generate_parser(sub).set_defaults(func=run_generate)
+    parser.commands = sub.choices
     return parser
+
+
+def _is_project_error(err: BaseException) -> bool:
+    """Errors raised on purpose by this project (their text says what to do), not bugs or library failures."""
+    return any(cls.__module__.split(".")[0] in {"thermvision_db", "generator"} for cls in type(err).__mro__)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,17 +230,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         parser = build_parser()
-    except GeneratorShadowedError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except GeneratorShadowedError as err:  # a user's own generator.py in the working directory
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the subcommand's parser, so its usage is the one shown
+        parser.commands[args.command].unrecognized(extras)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from thermvision_db.errors import ThermVisionError
-
     try:
         return int(args.func(args) or 0)
-    except ThermVisionError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except SystemExit as err:  # raised with a message by the commands' own checks
+        if isinstance(err.code, str):
+            print(f"error: {_one_line(err.code)}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as err:
+        if not _is_project_error(err):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

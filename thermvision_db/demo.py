@@ -15,7 +15,7 @@ def _loader_part(out: Path) -> Path:
     from thermvision_db import load_dataset
     from thermvision_db.miniature import write_miniature
     from thermvision_db.rows import label_names, named_frame_row
-    from thermvision_db.visualize import contact_sheet, draw_annotations
+    from thermvision_db.visualize import contact_sheet, draw_annotations, with_legend
 
     corpus = write_miniature(out / "corpus", frames_per_video=12, size=128, landmarks=True)
     print(f"[1/3] miniature corpus: {len(corpus.identities)} identities, {len(corpus.members)} videos in {out / 'corpus'} "
@@ -36,17 +36,33 @@ def _loader_part(out: Path) -> Path:
         pictures.append(draw_annotations(row["image"], row["faces"], row["qc"]))
         captions.append(f"{row['video_id']}/{row['frame_index']}")
     sheet = out / "demo_frames.png"
-    contact_sheet(pictures, captions, columns=4, tile=192).save(sheet)
+    with_legend(contact_sheet(pictures, captions, columns=4, tile=192), sources=["detector", "interpolated"]).save(sheet)
     return sheet
 
 
 def run_demo(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write everything under `out` (created); a file there is refused before anything is written."""
+    from thermvision_db.errors import ThermVisionError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ThermVisionError(f"demo --out {out} is a file; give a folder (it is created), e.g. --out thermvision_demo")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise ThermVisionError(f"demo --out {out}: {err.filename} is a file, not a folder; give another path") from None
     start = time.perf_counter()
     sheet = _loader_part(out)
     print(f"      picture: {sheet}")
+    import torch
+
     from thermvision_db import demo_generator
 
-    generated = demo_generator.run(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks gain nothing from threads, and on busy shared cores threads spin (2x slower)
+    try:
+        generated = demo_generator.run(out)
+    finally:
+        torch.set_num_threads(threads)
     print(f"[3/3] tiny generator run: {generated}")
     print(f"done in {time.perf_counter() - start:.1f} s; open {sheet}")

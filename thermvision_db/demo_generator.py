@@ -12,15 +12,14 @@ from pathlib import Path
 
 
 def run(out: Path, identities: int = 2, motion: str = "head_pose=24,expression=12") -> str:
-    import numpy as np
-
     from thermvision_db import load_dataset
     from thermvision_db.rows import label_names, named_frame_row
-    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif
+    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif, with_legend
 
     corpus = out / "generated"
+    # still_batch = identities: the tiny FLUX samples exactly the stills used (the default block of 8 would make 8)
     ds = load_dataset("thermvision_db", "synthetic", num_identities=identities, motion=motion, output_dir=str(corpus),
-                      cache_dir=str(out / "hf_cache"))["train"]
+                      cache_dir=str(out / "hf_cache"), generator_options={"still_batch": identities})["train"]
     names = label_names(ds.features)
     head_pose = [i for i, v in enumerate(ds["video_id"]) if v.endswith("_head_pose") and v.startswith("S000000")]
     picks = head_pose[:: max(1, len(head_pose) // 8)][:8]
@@ -31,8 +30,10 @@ def run(out: Path, identities: int = 2, motion: str = "head_pose=24,expression=1
         pose = row["head_pose"]
         captions.append(f"{row['frame_index']}: yaw {round(pose['yaw'])} pitch {round(pose['pitch'])} roll {round(pose['roll'])}")
     sheet = out / "demo_generated.png"
-    contact_sheet(pictures, captions, columns=4, tile=192).save(sheet)
-    save_gif([np.asarray(ds[i]["image"]) for i in head_pose], out / "demo_generated.gif", fps=12, size=128)
+    with_legend(contact_sheet(pictures, captions, columns=4, tile=192), sources=["propagated"]).save(sheet)
+    frames = [named_frame_row(ds[i], names=names) for i in head_pose]
+    save_gif([draw_annotations(r["image"], r["faces"], r["qc"]) for r in frames], out / "demo_generated.gif",
+             fps=12, size=192)
     return (f"{identities} identities (tiny FLUX + tiny LivePortrait, random weights: noise by design) in {corpus}, "
             f"{ds.num_rows} labelled frame rows via load_dataset('thermvision_db', 'synthetic'); "
             f"picture with propagated boxes, landmarks and head pose: {sheet}")

@@ -3,3 +3,7 @@
 
 class ThermVisionError(Exception):
     """Base class; `load_dataset` re-raises these unwrapped from `datasets`' generation errors."""
+
+
+class MissingExtraError(ThermVisionError, ImportError):
+    """An optional dependency the caller asked for is not installed; the message names the extra to install."""

@@ -222,14 +222,14 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
         raise ExportError("--push-to-hub needs huggingface_hub (pip install huggingface_hub)") from err
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
         raise ExportError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set; the export is complete in {folder}, "
-                          "upload it later with `huggingface-cli upload --repo-type dataset`")
+                          f"upload it later with `hf upload {repo_id} {folder} --repo-type dataset`")
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
     except Exception as err:  # network, auth and permission errors all mean the same thing to the user
         raise ExportError(f"pushing {folder} to the Hub repo {repo_id} failed ({type(err).__name__}: {err}); "
-                          "the local export is complete; check `huggingface-cli login` and the network") from err
+                          "the local export is complete; check `hf auth login` (or HF_TOKEN) and the network") from err
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -264,9 +264,9 @@ def add_export_parser(sub) -> None:
     """`thermvision-db export`: registered by `thermvision_db.cli`."""
     p = sub.add_parser("export", help="COCO keypoints, YOLO / YOLO-pose folders, or Parquet + dataset card")
     p.add_argument("data_dir", help="the corpus: zips or their extracted folders")
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt", help="what to write")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--config", default="frames", help="frames (all formats); videos or images (parquet only)")
+    p.add_argument("--config", default="frames", choices=("frames", "videos", "images"), help="frames (all formats); videos or images (parquet only)")
     p.add_argument("--split", help="export one split only (train, validation, test)")
     p.add_argument("--cache-dir", help="datasets cache folder")
     p.add_argument("--repair-boxes", action="store_true", help="export interpolated boxes for missing frames")

@@ -159,7 +159,7 @@ def add_download_parser(sub) -> None:
     p.add_argument("out", help="folder to write the zips into")
     p.add_argument("--from", dest="url", default=f"hf://datasets/{HUB_REPO_ID}",
                    help="where the zips live (default: the Hub dataset)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_download)
 
 

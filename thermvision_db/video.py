@@ -67,8 +67,11 @@ def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
     if backend not in available_backends():
-        extra = {"pyav": "av", "decord": "thermvision-db[decord]", "opencv": "opencv-python-headless"}[backend]
-        raise ImportError(f"video backend {backend!r} is not installed: pip install {extra}")
+        from thermvision_db.errors import MissingExtraError
+
+        extra = {"pyav": "av", "decord": "'thermvision-db[decord]'", "opencv": "opencv-python-headless"}[backend]
+        raise MissingExtraError(f"video backend {backend!r} is not installed: pip install {extra} "
+                                "(or pip install -e '.[decord]' in a clone), or use video_backend='pyav'")
     return backend
 
 

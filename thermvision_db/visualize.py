@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-QC_COLOURS = {"ok": (0, 200, 0), "missing": (230, 30, 30), "multiple": (255, 160, 0)}
+QC_COLOURS = {"ok": (0, 200, 0), "missing": (230, 30, 30), "multiple": (255, 160, 0), "out_of_bounds": (128, 128, 128)}
 SOURCE_COLOURS = {"detector": (0, 220, 255), "interpolated": (255, 0, 255), "propagated": (255, 255, 0)}
+LANDMARK_COLOUR = (255, 60, 60)
 
 
 def _to_image(image) -> Image.Image:
@@ -45,13 +46,57 @@ def draw_annotations(
             if px is None or py is None or math.isnan(px) or math.isnan(py):  # an unlabelled point is not drawn
                 continue
             r = max(1, width)
-            draw.ellipse([px - r, py - r, px + r, py + r], fill=(255, 60, 60))
+            draw.ellipse([px - r, py - r, px + r, py + r], fill=LANDMARK_COLOUR)
     if qc is not None:
         draw.rectangle([0, 0, canvas.width - 1, canvas.height - 1], outline=QC_COLOURS.get(qc, (128, 128, 128)), width=2 * width)
     if caption:
         draw.rectangle([0, 0, canvas.width, 12 + 2 * width], fill=(0, 0, 0))
         draw.text((3, 1), caption, fill=(255, 255, 255))
     return canvas
+
+
+def legend(width: int, sources: Sequence[str] = tuple(SOURCE_COLOURS), qc: Sequence[str] = tuple(QC_COLOURS),
+           landmarks: bool = True) -> Image.Image:
+    """A strip saying what the colours mean: box colour = label source, border colour = QC verdict."""
+    entries = [("box", [(name, SOURCE_COLOURS[name], "box") for name in sources]),
+               ("border", [(name, QC_COLOURS[name], "border") for name in qc])]
+    if landmarks:
+        entries[0][1].append(("landmarks", LANDMARK_COLOUR, "dot"))
+    lines: list[list[tuple[str, tuple, str]]] = [[]]
+    x = 4
+    for heading, items in entries:  # wrap to the sheet width
+        for k, (name, colour, kind) in enumerate(items):
+            text = (f"{heading}: " if k == 0 else "") + name
+            need = 18 + 6 * len(text) + 12
+            if x + need > width and lines[-1]:
+                lines.append([])
+                x = 4
+            lines[-1].append((text, colour, kind))
+            x += need
+        x += 10
+    strip = Image.new("RGB", (width, 18 * len(lines) + 4), (24, 24, 24))
+    draw = ImageDraw.Draw(strip)
+    for row, items in enumerate(lines):
+        x, y = 4, 4 + 18 * row
+        for text, colour, kind in items:
+            if kind == "box":
+                draw.rectangle([x, y + 1, x + 12, y + 11], outline=colour, width=2)
+            elif kind == "border":
+                draw.rectangle([x, y + 1, x + 12, y + 11], fill=colour)
+            else:
+                draw.ellipse([x + 3, y + 3, x + 9, y + 9], fill=colour)
+            draw.text((x + 17, y), text, fill=(255, 255, 255))
+            x += 18 + 6 * len(text) + 12
+    return strip
+
+
+def with_legend(sheet: Image.Image, **legend_options) -> Image.Image:
+    """`sheet` with a `legend` strip below it."""
+    strip = legend(sheet.width, **legend_options)
+    out = Image.new("RGB", (sheet.width, sheet.height + strip.height), (24, 24, 24))
+    out.paste(sheet, (0, 0))
+    out.paste(strip, (0, sheet.height))
+    return out
 
 
 def contact_sheet(

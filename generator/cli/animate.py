@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--source-box", help="x1,y1,x2,y2 face box: crop the source there and paste the result back")
     g.add_argument("--preprocess", default="", help="thermal preprocessing of the source: comma list of "
                    "minmax,bilateral,equalize (applied in that order)")
-    g.add_argument("--driving-option", choices=("expression-friendly", "pose-friendly"), default="expression-friendly")
+    g.add_argument("--driving-option", choices=("expression-friendly", "pose-friendly"), default="expression-friendly",
+                   help="LivePortrait's driving option: how expression and pose of the driving motion are combined")
     g.add_argument("--animate-no-stitching", action="store_true", help="disable the stitching MLP")
     g.add_argument("--animate-no-png", action="store_true", help="write only the MP4 and motion, not PNG frames")
     g.add_argument("--animate-gray", action="store_true",
@@ -51,11 +52,18 @@ def _sources(path: str) -> list[Path]:
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise SystemExit(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+            raise SystemExit(f"--source {p} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a still or a folder of stills")
         return files
     if not p.is_file():
-        raise SystemExit(f"source {p} does not exist")
+        raise SystemExit(f"--source {p} does not exist; give a still image or a folder of stills")
     return [p]
+
+
+def check_weights_folder(folder: str) -> None:
+    """Name the option before any work starts: the folder is read only after the stills are made."""
+    if not Path(folder).expanduser().is_dir():
+        raise SystemExit(f"--liveportrait-dir {folder} is not a folder; give the folder holding the LivePortrait weights "
+                         "(upstream .pth, ComfyUI or ThermVision .safetensors files)")
 
 
 def _networks(args):
@@ -65,12 +73,15 @@ def _networks(args):
     from generator.animate.liveportrait.model import LivePortraitNetworks
 
     if args.liveportrait_dir:
+        check_weights_folder(args.liveportrait_dir)
         return LivePortraitNetworks.from_pretrained(args.liveportrait_dir,
                                                     driving_motion_extractor=args.driving_motion_extractor)
     if args.preset == "tiny":
         log.warning("no --liveportrait-dir: using tiny random networks (offline demo; output is not a face)")
         torch.manual_seed(args.seed)
         return LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=args.seed)
+    if args.preset != "thermvision":
+        raise SystemExit(f"unknown preset {args.preset!r}; choose one of tiny, thermvision")
     raise SystemExit(f"--preset {args.preset} needs --liveportrait-dir pointing at the LivePortrait weights")
 
 

@@ -20,11 +20,14 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("generate", help="generate thermal stills, animations or whole identities")
     p.add_argument("--stage", choices=sorted(STAGES), default="all", help="which part of the pipeline to run")
     p.add_argument("-n", "--num-identities", type=int, default=4, help="identities (stills) to generate")
-    p.add_argument("--preset", default="tiny", help="model preset: 'thermvision' (real weights) or 'tiny' (offline)")
-    p.add_argument("--out", default="thermvision_generated", help="output folder")
+    p.add_argument("--preset", default="tiny",
+                   help="model preset: 'thermvision' (real weights) or 'tiny' (random tiny networks, offline)")
+    p.add_argument("--out", default="thermvision_generated", help="output folder (created; a rerun resumes it)")
     p.add_argument("--seed", type=int, default=0, help="run seed; identity i uses a seed derived from it")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="stills per FLUX call (default 8 in the whole pipeline, 1 with --stage stills); with --stage animate, "
+                        "frames per W+G call unless --chunk-size is given (default 16)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="compute dtype (auto on CUDA: bf16 for stills, fp16 autocast for animation as "
                    "upstream; fp32 on CPU)")

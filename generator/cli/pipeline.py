@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from generator.weights import UnsafeWeightsError, WeightsNotFoundError
     from thermvision_db.errors import ThermVisionError
 
+    if args.liveportrait_dir:
+        from generator.cli.animate import check_weights_folder
+
+        check_weights_folder(args.liveportrait_dir)
     try:
         settings = settings_from_args(args)
         pipeline = GenerationPipeline(settings, args.out, device=args.device, writers=args.writers,

@@ -7,32 +7,77 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
+COLOURS = [(52, 101, 164), (204, 0, 0), (115, 210, 22), (245, 121, 0)]
+LEGEND_ROW = 14  # pixels per legend line, drawn above the plot area so it never covers a bar
 
-# ---------------------------------------------------------------------------------------------- plots (PIL)
-def bar_chart(labels: list[str], series: dict[str, list[float]], title: str, width: int = 720, height: int = 320) -> bytes:
-    """A grouped bar chart as PNG bytes, drawn with PIL so the report needs no plotting library."""
-    colours = [(52, 101, 164), (204, 0, 0), (115, 210, 22), (245, 121, 0)]
+
+def _legend_lines(names: list[str], width: int) -> list[list[str]]:
+    lines: list[list[str]] = [[]]
+    x = 0
+    for name in names:
+        need = 16 + 6 * len(name) + 14
+        if x + need > width and lines[-1]:
+            lines.append([])
+            x = 0
+        lines[-1].append(name)
+        x += need
+    return lines
+
+
+def bar_chart(labels: list[str], series: dict[str, list[float]], title: str, width: int = 720, height: int = 320,
+              unit: str = "") -> bytes:
+    """A grouped bar chart as PNG bytes: one y axis (`unit` names it), legend above the bars, n/a for NaN values.
+
+    Series measured in different units belong in separate charts (`chart_panels`), never on one axis.
+    """
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 50, width - 10, 30, height - 60
-    draw.text((left, 8), title, fill="black")
-    top_value = max([abs(v) for values in series.values() for v in values if np.isfinite(v)] + [1e-9])
+    names = list(series)
+    legend = _legend_lines(names, width - 60) if len(names) > 1 else []
+    left, right = 50, width - 10
+    top = 24 + LEGEND_ROW * len(legend) + 10
+    bottom = height - 60
+    draw.text((left, 6), title + (f" ({unit})" if unit else ""), fill="black")
+    for row, line in enumerate(legend):
+        x = left
+        for name in line:
+            colour = COLOURS[names.index(name) % len(COLOURS)]
+            y = 24 + LEGEND_ROW * row
+            draw.rectangle([x, y + 1, x + 10, y + 11], fill=colour)
+            draw.text((x + 15, y), name, fill="black")
+            x += 16 + 6 * len(name) + 14
+    finite = [abs(v) for values in series.values() for v in values if np.isfinite(v)]
+    top_value = max(finite + [1e-9])
+    draw.line([(left, top), (left, bottom)], fill="black")
     draw.line([(left, bottom), (right, bottom)], fill="black")
-    draw.text((5, top - 5), f"{top_value:.3g}", fill="black")
+    if finite:
+        draw.text((5, top - 5), f"{top_value:.3g}", fill="black")
     draw.text((5, bottom - 5), "0", fill="black")
     slot = (right - left) / max(len(labels), 1)
     bar = slot * 0.8 / max(len(series), 1)
-    for k, (name, values) in enumerate(series.items()):
-        draw.rectangle([right - 120, top + 14 * k, right - 110, top + 14 * k + 10], fill=colours[k % len(colours)])
-        draw.text((right - 105, top + 14 * k - 1), name, fill="black")
+    for k, values in enumerate(series.values()):
         for i, value in enumerate(values):
-            if not np.isfinite(value):
-                continue
             x0 = left + slot * i + slot * 0.1 + bar * k
+            if not np.isfinite(value):  # not measurable here (e.g. no landmarks): say so instead of drawing a 0
+                draw.text((x0, bottom - 12), "n/a", fill=(120, 120, 120))
+                continue
             y0 = bottom - (bottom - top) * max(value, 0) / top_value
-            draw.rectangle([x0, y0, x0 + bar - 1, bottom], fill=colours[k % len(colours)])
+            draw.rectangle([x0, y0, x0 + max(bar - 1, 1), bottom], fill=COLOURS[k % len(COLOURS)])
     for i, label in enumerate(labels):
         draw.text((left + slot * i + 2, bottom + 4 + 12 * (i % 3)), label[:12], fill="black")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def chart_panels(charts: list[bytes]) -> bytes:
+    """PNG charts stacked top to bottom into one PNG: one panel per unit."""
+    pictures = [Image.open(io.BytesIO(c)).convert("RGB") for c in charts]
+    canvas = Image.new("RGB", (max(p.width for p in pictures), sum(p.height for p in pictures)), "white")
+    top = 0
+    for picture in pictures:
+        canvas.paste(picture, (0, top))
+        top += picture.height
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
     return buffer.getvalue()

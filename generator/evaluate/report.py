@@ -27,7 +27,7 @@ from generator.evaluate.identity import (
     OnnxEmbedder,
     identity_scores,
 )
-from generator.evaluate.plots import bar_chart
+from generator.evaluate.plots import bar_chart, chart_panels
 from generator.evaluate.realism import RealismUnavailable, fid_kid
 from generator.evaluate.stability import (
     JUMP_THRESHOLD,
@@ -48,9 +48,11 @@ def realism_against(real_dir: str | os.PathLike, videos: list[VideoFrames], max_
     """
     if feature is None:
         return "FID/KID not computed: no feature extractor requested (--fid-features none)."
+    if not Path(real_dir).is_dir():
+        raise EvaluationError(f"the real-image folder {real_dir} (real_dir, --real-dir) does not exist")
     real_paths = sorted(p for p in Path(real_dir).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
     if not real_paths:
-        raise EvaluationError(f"no images found under the real-image folder {real_dir}")
+        raise EvaluationError(f"no images (.png, .jpg, .bmp, .tif) under the real-image folder {real_dir} (--real-dir)")
     fakes = [f for v in videos for f in v.frames][:max_images]
     reals = [np.asarray(Image.open(p).convert("L")) for p in real_paths[:max_images]]
     try:
@@ -75,16 +77,20 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
     """
     out = Path(out)
     fid_features = None if fid_features == "none" else fid_features  # the CLI's spelling works here too
+    _check_inputs(compare_dir, real_dir, fid_features, embedding)
     videos = read_videos(data_dir, config, cache_dir, progress)
     qc = pd.DataFrame([box_qc(v) for v in videos])
-    qc["landmark_jitter_px"] = [landmark_jitter(v.landmarks) for v in videos]
+    qc["landmark_jitter_px"] = [_jitter_or_nan(v.landmarks) for v in videos]
     qc["frame_change"] = [frame_change(v.frames) for v in videos]
     labels = list(qc["video_id"])
     plots = {
         "box_qc.png": bar_chart(labels, {"missing": list(qc["missing"]), "multiple": list(qc["multiple"]), "jumps": list(qc["jumps"])},
                                 "Box QC per video (frames)"),
-        "temporal.png": bar_chart(labels, {"landmark jitter px": list(qc["landmark_jitter_px"]), "frame change": list(qc["frame_change"])},
-                                  "Temporal stability per video"),
+        "temporal.png": chart_panels([  # two units, two axes
+            bar_chart(labels, {"landmark jitter": list(qc["landmark_jitter_px"])},
+                      "Landmark jitter per video", unit="px per frame; n/a: no landmarks", height=240),
+            bar_chart(labels, {"frame change": list(qc["frame_change"])},
+                      "Frame change per video", unit="mean |gray-level change| per frame, 0-255", height=240)]),
     }
     results: dict = {"qc": qc}
     if embedding:
@@ -110,11 +116,31 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
     return results
 
 
+def _jitter_or_nan(landmarks: list) -> float:
+    """Landmark jitter, or NaN (shown as n/a) where no two consecutive frames have landmarks: nothing was measured."""
+    pairs = any(a is not None and b is not None for a, b in zip(landmarks, landmarks[1:]))
+    return landmark_jitter(landmarks) if pairs else float("nan")
+
+
+def _check_inputs(compare_dir, real_dir, fid_features, embedding) -> None:
+    """Name the argument a missing path came from before minutes of reading frames."""
+    if compare_dir is not None and not Path(compare_dir).is_dir():
+        raise EvaluationError(f"the reference corpus folder {compare_dir} (compare_dir, --compare) does not exist")
+    if real_dir is not None and not Path(real_dir).is_dir():
+        raise EvaluationError(f"the real-image folder {real_dir} (real_dir, --real-dir) does not exist")
+    if isinstance(fid_features, (str, os.PathLike)) and fid_features != "inception" and not Path(fid_features).is_file():
+        raise EvaluationError(f"the FID/KID feature model {fid_features} (fid_features, --fid-features) does not exist; "
+                              "give an .onnx file, 'inception' or 'none'")
+    if embedding is not None and not Path(embedding).is_file():
+        raise EvaluationError(f"the face-embedding model {embedding} (embedding, --embedding) does not exist")
+
+
 def render_report(results: dict, plots: list[str]) -> str:
     qc = results["qc"]
     lines = ["# ThermVision corpus quality report", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    shown = qc[["video_id", "frames", "missing", "multiple", "jumps", "max_centre_jump", "landmark_jitter_px", "frame_change"]]
+    shown = qc[["video_id", "frames", "missing", "multiple", "jumps", "max_centre_jump", "landmark_jitter_px", "frame_change"]].copy()
+    shown["landmark_jitter_px"] = [f"{v:.4g}" if np.isfinite(v) else "n/a" for v in shown["landmark_jitter_px"]]
     lines += ["## Box QC and temporal stability", "",
               f"{int(qc['frames'].sum())} frames in {len(qc)} videos: {int(qc['missing'].sum())} without a box, "
               f"{int(qc['multiple'].sum())} with several, {int(qc['jumps'].sum())} box-centre jumps over "

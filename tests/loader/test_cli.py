@@ -1,9 +1,12 @@
+import json
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 from thermvision_db.cli import main
+from thermvision_db.visualize import legend
 
 
 def test_verify_reports_checksum_mismatch_and_placed_qc(mini, capsys):
@@ -23,7 +26,10 @@ def test_verify_without_checksums_passes(mini, capsys):
 def test_preview_png_and_gif(mini, tmp_path):
     png = tmp_path / "sheet.png"
     assert main(["preview", str(mini.root), "--videos", "2", "--frames", "4", "--tile", "50", "--out", str(png)]) == 0
-    assert Image.open(png).size == (4 * 50, 2 * 50)
+    sheet = Image.open(png).convert("RGB")
+    strip = legend(4 * 50, sources=["detector"])  # the colour legend under the 2 x 4 frames
+    assert sheet.size == (4 * 50, 2 * 50 + strip.height)
+    assert np.array_equal(np.asarray(sheet)[2 * 50:], np.asarray(strip))
     gif = tmp_path / "v.gif"
     assert main(["preview", str(mini.root), "--video", "F_01_S1", "--out", str(gif)]) == 0
     assert Image.open(gif).n_frames == mini.frames_per_video
@@ -42,3 +48,18 @@ def test_demo_runs_end_to_end(tmp_path):
     for name in ("demo_frames.png", "demo_generated.png", "demo_generated.gif"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(list((tmp_path / "generated" / "stills").glob("*.json"))) == 2
+    # only the stills it uses: two identities are one FLUX batch of two, not the pipeline's default block of eight
+    run = json.loads((tmp_path / "generated" / "run.json").read_text())
+    assert run["settings"]["still_batch"] == 2
+    # the GIF shows the propagated boxes (yellow) and landmarks (red) on the frames of the head-pose sweep
+    gif = Image.open(tmp_path / "demo_generated.gif")
+    for index in (0, gif.n_frames - 1):
+        gif.seek(index)
+        r, g, b = np.asarray(gif.convert("RGB")).astype(int).transpose(2, 0, 1)  # GIF palette: near the colours
+        assert ((r > 200) & (g > 200) & (b < 90)).sum() > 100, index
+        assert ((r > 200) & (g < 100) & (b < 100)).sum() > 50, index
+    # both sheets end in the colour legend
+    for name, sources in (("demo_frames.png", ["detector", "interpolated"]), ("demo_generated.png", ["propagated"])):
+        sheet = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        strip = np.asarray(legend(sheet.shape[1], sources=sources))
+        assert np.array_equal(sheet[-strip.shape[0]:], strip), name
