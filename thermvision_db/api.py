@@ -100,7 +100,7 @@ def _synthetic_key(config_kwargs: dict) -> str:
     from thermvision_db.builder import ThermVisionConfig
 
     config = ThermVisionConfig(name="synthetic", **config_kwargs)
-    key = _generator_code_hash()
+    key = _generator_code_hash() + str(config.synthetic_output_dir().resolve())  # the same settings elsewhere
     if config.num_identities is not None:
         key += config.generation_settings().fingerprint()
     else:

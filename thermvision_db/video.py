@@ -94,7 +94,7 @@ def probe(source: VideoSource, name: str | None = None) -> VideoInfo:
             for packet in container.demux(stream):
                 if packet.size and not packet.is_discard:
                     count += 1
-                if rotation is None and packet.size:
+                if rotation is None:  # the decoder may hold frames back: the final empty packet flushes it
                     for frame in packet.decode():
                         rotation = _quarter_turns(frame.rotation) * 90
                         break

@@ -63,13 +63,16 @@ class Claims:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def each_held(self, items: Iterable, name: Callable[[object], str],
-                  done: Callable[[object], bool]) -> Iterator[tuple[object, ExitStack]]:
+    def each_held(self, items: Iterable, name: Callable[[object], str], done: Callable[[object], bool],
+                  before_waiting: Callable[[], None] = lambda: None) -> Iterator[tuple[object, ExitStack]]:
         """Like `each`, but yields (item, claim) and the caller releases the claim (`claim.close()`) when the
-        item is really finished: work that completes later (files still being written) keeps its claim."""
+        item is really finished: work that completes later (files still being written) keeps its claim.
+        `before_waiting` runs before blocking on another process's claim: it must release every claim the caller
+        still holds, or two processes waiting on each other's claims would wait forever."""
         deferred = []
         for wait, batch in ((False, items), (True, deferred)):
             if wait and deferred:
+                before_waiting()
                 log.warning("%d units are being made by other processes (e.g. %s by %s); doing the rest first, "
                             "then waiting for those", len(deferred), name(deferred[0]), self.holder(name(deferred[0])))
             for item in list(batch):

@@ -129,8 +129,13 @@ class GenerationPipeline:
         with WriterPool(self.writers if todo else 0) as self._pool:
             pending: list[tuple[PendingIdentity, object]] = []  # animated, files still being written; claim held
             try:
-                for index, claim in tqdm(self.claims.each_held(todo, identity_name, done), total=len(todo),
-                                         desc="identities", unit="identity", disable=not self.progress):
+                def finish_pending():
+                    while pending:
+                        self._finish(pending.pop(0), summary)
+
+                for index, claim in tqdm(self.claims.each_held(todo, identity_name, done, finish_pending),
+                                         total=len(todo), desc="identities", unit="identity",
+                                         disable=not self.progress):
                     started = self._attempt(identity_name(index), summary, self.start_identity, index, slots[index],
                                             summary)
                     if started:
@@ -139,8 +144,7 @@ class GenerationPipeline:
                         claim.close()
                     while pending and (len(pending) > 2 or pending[0][0].done()):
                         self._finish(pending.pop(0), summary)
-                while pending:
-                    self._finish(pending.pop(0), summary)
+                finish_pending()
             finally:
                 for left, claim in pending:  # interrupted: nothing half-written stays behind
                     left.abort()

@@ -127,6 +127,8 @@ def head_pose_trajectory(rng: random.Random, num_frames: int) -> tuple[np.ndarra
     for k, (part, n) in enumerate(zip(order, swing_counts)):
         for a in AXES:
             angles[a].append(np.zeros(hold_counts[k]))
+        if n == 0:  # very short programs: fewer frames than parts
+            continue
         if part == "circle":
             t = np.linspace(0.0, 1.0, n)
             envelope = np.sin(np.pi * t) ** 2

@@ -80,7 +80,7 @@ def test_an_identity_claimed_by_another_process_is_done_last_and_made_if_the_hol
         env=_env(), stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "True"
     order = []
-    real = GenerationPipeline.make_identity
+    real = GenerationPipeline.start_identity
 
     def recording(self, index, slot, summary):
         order.append(index)
@@ -90,7 +90,7 @@ def test_an_identity_claimed_by_another_process_is_done_last_and_made_if_the_hol
         return result
 
     pipe = GenerationPipeline(SETTINGS, out, device="cpu", progress=False)
-    pipe.make_identity = recording.__get__(pipe)
+    pipe.start_identity = recording.__get__(pipe)
     with caplog.at_level(logging.WARNING, logger="generator.corpus.claims"):
         summary = pipe.run(3)
     assert holder.wait(timeout=60) == 0

@@ -129,6 +129,16 @@ def test_rows_labels_and_provenance(reference, hf_cache):
     assert json.loads(manifest["motion"][0])["kind"] == "varied"
 
 
+def test_same_settings_in_another_output_dir_generate_there(reference, hf_cache, tmp_path):
+    """The cache is keyed on the corpus folder too: new output_dir, same settings -> the folder is written."""
+    kwargs = dict(num_identities=3, motion=MOTION, generator_options={"still_batch": 2}, cache_dir=hf_cache)
+    first = load_dataset("thermvision_db", "synthetic", output_dir=str(reference), **kwargs)["train"]
+    other = tmp_path / "elsewhere"
+    second = load_dataset("thermvision_db", "synthetic", output_dir=str(other), **kwargs)["train"]
+    assert len(list((other / "identities").iterdir())) == 3
+    assert second.num_rows == first.num_rows
+
+
 def test_rows_equal_the_files(reference):
     """A frame row's image is the PNG on disk, which is the MP4's frame up to H.264 loss."""
     corpus = GeneratedCorpus(reference)
