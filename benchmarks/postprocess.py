@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generator.corpus.writers import VideoFileWriter, VideoSpec, WriterPool  # noqa: E402
 from thermvision_db.miniature import face_box, render_thermal_face  # noqa: E402
-from thermvision_db.video import read_frames, write_mp4  # noqa: E402
+from thermvision_db.video import read_frames
+from thermvision_db.video_write import write_mp4
 
 PAPER_SETS = {"head_pose": 354, "expression": 250}
 SIZE = 512

@@ -161,7 +161,7 @@ class GeneratedCorpus:
                         from thermvision_db.video import iter_frames
 
                         decoded = iter_frames(folder / video["mp4"])
-                    from thermvision_db.video import encode_png
+                    from thermvision_db.video_write import encode_png
 
                     try:
                         image = {"path": png.name, "bytes": encode_png(next(decoded))}

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from thermvision_db.release import ARCHIVES, MEMBERS, Member
-from thermvision_db.video import write_mp4
+from thermvision_db.video_write import write_mp4
 
 DEFAULT_IDENTITIES = ("F_01", "F_23", "F_16", "M_10", "M_24")
 DEFAULT_MISSING = {"M_10_S1": (3, 4), "M_24_S1": (0,)}

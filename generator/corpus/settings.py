@@ -181,6 +181,9 @@ class GenerationSettings:
         data = self.to_dict()
         if not data["lora_allow_ignored_keys"]:
             del data["lora_allow_ignored_keys"]  # corpora made before the option keep their fingerprint
+        if data["frames"] == "png" and data["video_encoder"] == "auto":  # the defaults: as before these options
+            del data["frames"], data["video_encoder"]
+            data["write_png"] = True
         for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
                     "eye_lip_model"):
             data[key] = _file_identity(data[key])

@@ -45,7 +45,7 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
         frame_faces,
         propagate_labels,
     )
-    from thermvision_db.video import choose_h264_encoder
+    from thermvision_db.video_write import choose_h264_encoder
 
     animator = pipeline._animation()
     detector, landmarker, _ = pipeline._models()

@@ -190,7 +190,6 @@ def test_pkl_motion_template_with_a_reduce_payload_is_refused(tmp_path, marker):
 
 def _onnx_with_external_weight(path, location):
     """A valid graph whose weight lives in an external file at `location` (ONNX external-data format)."""
-    import onnx
     from onnx import TensorProto, helper
 
     weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[256, 8], data_location=TensorProto.EXTERNAL)

@@ -14,7 +14,8 @@ from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.model import LivePortraitNetworks
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline, to_input
 from generator.preprocess import preprocess
-from thermvision_db.video import read_frames, write_mp4
+from thermvision_db.video import read_frames
+from thermvision_db.video_write import write_mp4
 
 
 @pytest.fixture(scope="module")

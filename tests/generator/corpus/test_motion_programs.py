@@ -8,7 +8,7 @@ import pytest
 from generator.corpus.pipeline import GenerationPipeline
 from generator.corpus.settings import GenerationSettings
 from thermvision_db.generated import GeneratedCorpus
-from thermvision_db.video import write_mp4
+from thermvision_db.video_write import write_mp4
 
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 
@@ -54,7 +54,8 @@ def test_programs_have_different_fingerprints_and_procedural_keeps_the_old_one()
 
     legacy = {k: v for k, v in procedural.to_dict().items()
               if k not in ("motion_program", "driving_clips", "expression_library", "prompt_template_t5",
-                           "still_noise")}
+                           "still_noise", "lora_allow_ignored_keys", "frames", "video_encoder")}
+    legacy["write_png"] = True  # the frame-writing default before `frames` / `video_encoder` existed
     for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker", "eye_lip_model"):
         legacy[key] = None
     # a corpus made before motion programs existed (same fields minus the new ones) keeps its fingerprint

@@ -300,7 +300,7 @@ def test_full_disk_is_refused_before_starting(tmp_path, monkeypatch):
 
 
 def test_disk_filling_up_mid_run_keeps_finished_identities(reference, tmp_path, monkeypatch):
-    import thermvision_db.video as video
+    import thermvision_db.video_write as video
 
     real = video.H264Writer.close
     calls = {"n": 0}

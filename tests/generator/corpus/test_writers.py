@@ -17,13 +17,8 @@ from PIL import Image
 
 from generator.corpus.writers import VideoSpec, WriterError, WriterPool, default_writer_processes
 from thermvision_db.miniature import face_box, render_thermal_face
-from thermvision_db.video import (
-    choose_h264_encoder,
-    encode_png,
-    nvenc_usable,
-    read_frames,
-    write_mp4,
-)
+from thermvision_db.video import read_frames
+from thermvision_db.video_write import choose_h264_encoder, encode_png, nvenc_usable, write_mp4
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -1,6 +1,5 @@
 """ComfyUI's fp8 LoRA patching (fp32 patch + seeded stochastic rounding back to fp8), checked piece by piece."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,0 +1,202 @@
+"""Writing frames and videos: lossless PNG (1 channel when gray), H.264 through PyAV (x264 or NVENC)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+H264_ENCODERS = {"x264": "libx264", "nvenc": "h264_nvenc"}
+
+PNG_COMPRESSION = 1  # zlib level: 1 is ~11x faster than PIL's default 6 through OpenCV, files about as small
+
+
+def nvenc_usable() -> bool:
+    """True when this PyAV build has h264_nvenc and an NVIDIA driver lets it open (PyPI wheels list the codec
+    on machines without a GPU; opening it is the only reliable test)."""
+    global _NVENC_USABLE
+    if _NVENC_USABLE is None:
+        _NVENC_USABLE = _try_open_encoder("h264_nvenc")
+    return _NVENC_USABLE
+
+
+_NVENC_USABLE: bool | None = None
+
+
+def _try_open_encoder(name: str) -> bool:
+    from fractions import Fraction
+
+    import av
+
+    if name not in av.codecs_available:
+        return False
+    try:
+        context = av.CodecContext.create(name, "w")
+        context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+        context.time_base = Fraction(1, 30)
+        context.open()
+    except Exception:  # no driver, no device, or a driver too old for the build's NVENC API
+        return False
+    return True
+
+
+def choose_h264_encoder(preference: str = "auto", nvenc_available: bool | None = None) -> str:
+    """The PyAV codec name for `preference`: 'nvenc' (h264_nvenc), 'x264' (libx264), or 'auto' = NVENC when
+    usable, else x264. Asking for 'nvenc' where it cannot open is an error, not a silent fallback."""
+    if preference not in ("auto", *H264_ENCODERS):
+        raise ValueError(f"unknown video encoder {preference!r}; choose auto, x264 or nvenc")
+    if preference == "x264":
+        return "libx264"
+    usable = nvenc_usable() if nvenc_available is None else nvenc_available
+    if preference == "nvenc" and not usable:
+        raise RuntimeError("video encoder 'nvenc' was asked for, but h264_nvenc cannot open here (no NVIDIA GPU/"
+                           "driver, or a PyAV build without NVENC): use --video-encoder x264 or auto")
+    return "h264_nvenc" if usable else "libx264"
+
+
+def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: int = 1, x264_params: str = "") -> dict:
+    """Quality-targeted options: x264 CRF (one thread: multi-threaded x264 is not byte-reproducible; `x264_params`
+    appends x264 settings such as 'bframes=0'), or NVENC's constant-quality VBR at the same number."""
+    if codec == "libx264":
+        params = f"threads={threads}:lookahead-threads=1" + (f":{x264_params}" if x264_params else "")
+        return {"crf": str(crf), "preset": preset, "x264-params": params}
+    if codec == "h264_nvenc":
+        return {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}
+    return {}
+
+
+def is_gray(frame: np.ndarray) -> bool:
+    """True for (H, W) frames and (H, W, 3) frames whose three channels are equal."""
+    return frame.ndim == 2 or (frame.shape[2] == 3 and np.array_equal(frame[..., 0], frame[..., 1])
+                               and np.array_equal(frame[..., 1], frame[..., 2]))
+
+
+def _check_frame(frame) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
+        raise ValueError(f"frames must be (H, W, 3) or (H, W) uint8, got {frame.shape} {frame.dtype}")
+    return frame
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """Lossless PNG: one channel when the frame is gray, three when not (OpenCV, zlib level 1, Huffman coding
+    after the 'up' filter: measured fastest and smallest on thermal faces, see benchmarks/postprocess.py).
+    PIL reads it back as 'L' or 'RGB'; `.convert('RGB')` gives the original array either way."""
+    import cv2
+
+    frame = _check_frame(frame)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+                   cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    image = frame if frame.ndim == 2 else frame[..., 0] if is_gray(frame) else frame[..., ::-1]  # OpenCV is BGR
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {frame.shape} frame as PNG")
+    return data.tobytes()
+
+
+def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
+    """`encode_png` to a file; OS errors (a full disk) keep their errno and name the file."""
+    path = Path(path)
+    path.write_bytes(encode_png(frame))
+    return path
+
+
+class H264Writer:
+    """Push frames one at a time into an H.264 MP4 (yuv420p); written to a temp name, renamed on close.
+
+    Gray frames go to the encoder as gray (no RGB round trip); timestamps are explicit, so the output is
+    byte-reproducible for one encoder thread.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 18, codec: str = "libx264",
+                 threads: int = 1, preset: str = "medium", x264_params: str = ""):
+        from fractions import Fraction
+
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.codec = codec
+        self.options = encoder_options(codec, crf, preset, threads, x264_params)
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.count = 0
+        self.stream = None
+        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        frame = _check_frame(frame)
+        if self.stream is None:
+            self.stream = self.container.add_stream(self.codec, rate=self.rate, options=self.options)
+            self.stream.width, self.stream.height = frame.shape[1], frame.shape[0]
+            self.stream.pix_fmt = "yuv420p"
+            self.size = frame.shape[:2]
+        if frame.shape[:2] != self.size:
+            raise ValueError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
+                             f"{self.size[1]}x{self.size[0]}")
+        gray = frame if frame.ndim == 2 else frame[..., 0] if is_gray(frame) else None
+        video_frame = (av.VideoFrame.from_ndarray(np.ascontiguousarray(gray), format="gray") if gray is not None
+                       else av.VideoFrame.from_ndarray(frame, format="rgb24"))
+        video_frame.pts = self.count
+        for packet in self.stream.encode(video_frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self) -> Path:
+        """Flush, close and rename into place; on any error nothing is left at `path`."""
+        try:
+            if self.stream is None:
+                raise ValueError("no frames to write")
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (safe to call twice)."""
+        try:
+            self.container.close()
+        except Exception:
+            pass
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self) -> "H264Writer":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_mp4(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float = 30.0,
+    crf: int = 18,
+    codec: str = "libx264",
+    threads: int = 1,
+    preset: str = "medium",
+    x264_params: str = "",
+) -> Path:
+    """Encode RGB (or gray) uint8 frames as H.264 (yuv420p) through PyAV; written to a temp name, then renamed.
+
+    OpenCV's pip wheels cannot encode H.264, so PyAV is the project's only encoder. One encoder thread by
+    default: multi-threaded x264 output differs from run to run, and a corpus must be byte-reproducible.
+    """
+    with H264Writer(path, fps=fps, crf=crf, codec=codec, threads=threads, preset=preset,
+                    x264_params=x264_params) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.path
