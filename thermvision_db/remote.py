@@ -52,15 +52,23 @@ def open_release(data_dir) -> ReleaseSource:
     return RemoteReleaseSource(data_dir) if is_url(data_dir) else ReleaseSource(data_dir)
 
 
-def remote_fingerprint(url: str) -> str:
-    """Cache-key part of a URL source: each zip's content identity (LFS sha256 / ETag) and size."""
-    digest = hashlib.sha256(url.rstrip("/").encode())
+def _archive_readers(url: str, on_absent=lambda err: None):
+    """(zip name, range reader) for both release zips at `url`; (name, None) for one the server does not hold."""
     for name in ARCHIVES.values():
         try:
-            reader = open_range_reader(archive_url(url, name))
+            yield name, open_range_reader(archive_url(url, name))
         except SourceError as err:
             if "does not exist" not in str(err):
                 raise
+            on_absent(err)
+            yield name, None
+
+
+def remote_fingerprint(url: str) -> str:
+    """Cache-key part of a URL source: each zip's content identity (LFS sha256 / ETag) and size."""
+    digest = hashlib.sha256(url.rstrip("/").encode())
+    for name, reader in _archive_readers(url):
+        if reader is None:
             digest.update(f"{name}:absent".encode())
             continue
         info = reader.info
@@ -119,13 +127,8 @@ def download_release(url: str, dest: str | os.PathLike, progress: bool = True, c
         for name in ARCHIVES.values():
             hf_hub_download(HUB_REPO_ID, name, repo_type="dataset", local_dir=dest)
         return dest
-    for name in ARCHIVES.values():
-        try:
-            reader = open_range_reader(archive_url(url, name))
-        except SourceError as err:
-            if "does not exist" not in str(err):
-                raise
-            logger.warning("%s", err)
+    for name, reader in _archive_readers(url, on_absent=lambda err: logger.warning("%s", err)):
+        if reader is None:
             continue
         _resume_copy(reader, dest / name, progress, chunk)
     return dest
