@@ -6,7 +6,7 @@ datasets >= 4 no longer runs scripts: use `from thermvision_db import load_datas
 same arguments. This file is a thin entry over the installed package, so both paths read identical rows.
 """
 
-from thermvision_db.builder import ThermVisionConfig, ThermVisionDB
+from thermvision_db.hf.builder import ThermVisionConfig, ThermVisionDB
 
 
 class ThermvisionDb(ThermVisionDB):

@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout (and its tests/support servers)
+
 
 def _raw_pass(corpus) -> int:
     """What a hand-written reader does: open every PNG, decode the MP4 where a PNG is missing."""
-    from thermvision_db.video import read_frames
+    from thermvision_db.io.decode import read_frames
 
     count = 0
     for member in corpus.members:
@@ -89,7 +91,7 @@ def _memory_child(data_dir: str, cache_dir: str) -> None:
 
 
 def memory(sizes, frames: int, size: int, tmp: Path) -> list[dict]:
-    from thermvision_db.miniature import write_miniature
+    from thermvision_db.demo.miniature import write_miniature
 
     results = []
     for identities in sizes:
@@ -105,9 +107,9 @@ def full_layout(root: Path) -> int:
     (the key never opens a file, it reads the listings)."""
     import io as _io
 
-    from thermvision_db.labels import coco_to_yolo
-    from thermvision_db.miniature import face_box
-    from thermvision_db.release import MEMBERS
+    from thermvision_db.schema.labels import coco_to_yolo
+    from thermvision_db.demo.miniature import face_box
+    from thermvision_db.schema.members import MEMBERS
 
     buffer = _io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
@@ -126,16 +128,16 @@ def full_layout(root: Path) -> int:
 
 
 def cache_key_cost(tmp: Path, repeats: int = 3) -> dict:
-    from thermvision_db.api import _released_fingerprint
-    from thermvision_db.release import ReleaseSource
-    from thermvision_db.released_rows import read_video_record
+    from thermvision_db.hf.cache_key import released_fingerprint
+    from thermvision_db.sources.local import ReleaseSource
+    from thermvision_db.sources.released import read_video_record
 
     root = tmp / "full"
     files = full_layout(root)
     key_times, label_times = [], []
     for _ in range(repeats):  # interleaved; fresh sources, so no listing is reused between the two
         t = time.perf_counter()
-        _released_fingerprint("frames", root)
+        released_fingerprint("frames", root)
         key_times.append(time.perf_counter() - t)
         t = time.perf_counter()
         source = ReleaseSource(root)
@@ -148,9 +150,9 @@ def cache_key_cost(tmp: Path, repeats: int = 3) -> dict:
 def remote(identities: int, frames: int, size: int, tmp: Path) -> dict:
     """One identity's frames read in place from a URL vs downloading both zips first (loopback server)."""
     from thermvision_db import load_dataset
-    from thermvision_db.loopback import LoopbackServer
-    from thermvision_db.miniature import write_miniature
-    from thermvision_db.remote import download_release
+    from tests.support.loopback import LoopbackServer
+    from thermvision_db.demo.miniature import write_miniature
+    from thermvision_db.sources.remote import download_release
 
     corpus = write_miniature(tmp / "remote", identities=identities, frames_per_video=frames, size=size, folders=False)
     identity = corpus.identities[0]
@@ -192,7 +194,7 @@ def main() -> None:
     if args.memory_child:
         _memory_child(*args.memory_child)
         return
-    from thermvision_db.miniature import write_miniature
+    from thermvision_db.demo.miniature import write_miniature
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import datasets

@@ -4,7 +4,7 @@
     python benchmarks/postprocess.py --frames 60 --overlap-identities 1      # quick look
 
 An identity of the paper has 604 frames of 512x512 (354 head-pose + 250 expression). Frames come from the
-project's thermal-face renderer (`thermvision_db.miniature.render_thermal_face`: white-hot face, hot canthi, cold
+project's thermal-face renderer (`thermvision_db.demo.miniature.render_thermal_face`: white-hot face, hot canthi, cold
 nose, sensor noise, swaying like the head-pose video), rendered before any timing. Measured, each as the best
 of `--repeats` (other processes share this machine):
 
@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generator.corpus.writers import VideoFileWriter, VideoSpec, WriterPool  # noqa: E402
-from thermvision_db.miniature import face_box, render_thermal_face  # noqa: E402
-from thermvision_db.video import read_frames
-from thermvision_db.video_write import write_mp4
+from thermvision_db.demo.miniature import face_box, render_thermal_face  # noqa: E402
+from thermvision_db.io.decode import read_frames
+from thermvision_db.io.encode import write_mp4
 
 PAPER_SETS = {"head_pose": 354, "expression": 250}
 SIZE = 512
@@ -224,7 +224,7 @@ def run(args) -> dict:
     scale = 604 / n  # per identity of the paper
     result = {
         "machine": f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores (shared), no GPU",
-        "frames_per_identity": n, "size": SIZE, "frame_source": "thermvision_db.miniature.render_thermal_face",
+        "frames_per_identity": n, "size": SIZE, "frame_source": "thermvision_db.demo.miniature.render_thermal_face",
         "frames_render_s": round(render_s, 1), "repeats": args.repeats,
         "postprocess_cpu_s_per_identity": round(pool["cpu_s"] * scale, 3),
         "postprocess_cpu_s_per_identity_mp4_only": round(mp4_only["cpu_s"] * scale, 3),

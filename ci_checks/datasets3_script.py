@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from thermvision_db.miniature import write_miniature
+from thermvision_db.demo.miniature import write_miniature
 
 ROOT = Path(__file__).resolve().parent.parent
 assert datasets.__version__.startswith("3."), datasets.__version__

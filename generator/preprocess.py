@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from thermvision_db.errors import InputError
+
 STEPS = ("minmax", "bilateral", "equalize")
 
 
@@ -24,7 +26,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         image = image[..., :3].mean(axis=2) if image.shape[2] >= 3 else image[..., 0]
     if image.ndim != 2:
-        raise ValueError(f"expected an (H, W[, C]) image, got shape {image.shape}")
+        raise InputError(f"expected an (H, W[, C]) image, got shape {image.shape}")
     return image
 
 
@@ -50,9 +52,9 @@ def to_uint8(gray: np.ndarray, source: str = "source image") -> np.ndarray:
     if gray.dtype == np.uint8:
         return gray
     if gray.dtype.kind == "f" and not np.isfinite(gray).all():
-        raise ValueError(f"{source} holds NaN or inf values ({gray.dtype}); a thermal image must be finite")
+        raise InputError(f"{source} holds NaN or inf values ({gray.dtype}); a thermal image must be finite")
     if gray.dtype.kind not in "biuf":
-        raise ValueError(f"{source} has pixel type {gray.dtype}; expected integers or floats")
+        raise InputError(f"{source} has pixel type {gray.dtype}; expected integers or floats")
     return minmax(gray)
 
 
@@ -72,7 +74,7 @@ def preprocess(image: np.ndarray, steps: Sequence[str] = (), source: str = "sour
     """
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
-        raise ValueError(f"unknown preprocessing step(s) {unknown}; choose from {STEPS}")
+        raise InputError(f"unknown preprocessing step(s) {unknown}; choose from {STEPS}")
     gray = to_gray(image)
     gray = to_uint8(gray, source)
     for step in steps:

@@ -12,10 +12,12 @@ import io
 import os
 import pickle
 
+from thermvision_db.errors import ThermVisionError
+
 __all__ = ["UnsafePickleError", "SAFE_GLOBALS", "RestrictedUnpickler", "safe_pickle_load"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(ThermVisionError, pickle.UnpicklingError):
     """A pickle asked for something outside the numpy-array allow-list; nothing it named was called."""
 
 

@@ -17,15 +17,17 @@ import tempfile
 import threading
 from pathlib import Path
 
+from thermvision_db.errors import ThermVisionError
+
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HASH_CHUNK = 16 * 1024 * 1024
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(ThermVisionError, FileNotFoundError):
     """Weights could not be found locally or fetched; the message names what to pass instead."""
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(ThermVisionError, ValueError):
     """A weight file is not in a safe format (safetensors) or is not a valid safetensors file."""
 
 

@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import pytest
 
-from thermvision_db.miniature import write_miniature
+from thermvision_db.demo.miniature import write_miniature
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
-from thermvision_db.cli import build_parser
+from thermvision_db.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

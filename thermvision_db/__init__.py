@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 __all__ = ["load_dataset", "load_dataset_builder", "with_label_names", "ThermVisionDB", "ThermVisionConfig", "__version__"]
 
 _LAZY = {
-    "load_dataset": "thermvision_db.api",
-    "load_dataset_builder": "thermvision_db.api",
-    "with_label_names": "thermvision_db.rows",
-    "ThermVisionDB": "thermvision_db.builder",
-    "ThermVisionConfig": "thermvision_db.builder",
+    "load_dataset": "thermvision_db.hf.api",
+    "load_dataset_builder": "thermvision_db.hf.api",
+    "with_label_names": "thermvision_db.tools.label_names",
+    "ThermVisionDB": "thermvision_db.hf.builder",
+    "ThermVisionConfig": "thermvision_db.hf.builder",
 }
 
 

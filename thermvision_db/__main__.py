@@ -1,5 +1,5 @@
 import sys
 
-from thermvision_db.cli import main
+from thermvision_db.cli.main import main
 
 sys.exit(main())

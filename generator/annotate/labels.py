@@ -19,14 +19,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from generator.annotate.onnx_models import (
-    Detection,
-    Landmarker54,
-    Landmarker203,
-    ModelIOError,
-    YoloFaceDetector,
-)
-from thermvision_db.labels import NUM_LANDMARKS, iou
+from generator.annotate.onnx_models import Detection, Landmarker54, Landmarker203, ModelIOError, YoloFaceDetector
+from thermvision_db.errors import InputError
+from thermvision_db.schema.labels import NUM_LANDMARKS, iou
 
 __all__ = [
     "ModelIOError", "YoloFaceDetector", "Detection", "Landmarker54", "Landmarker203", "StillLabels", "label_still",
@@ -102,14 +97,14 @@ def box_from_landmarks(landmarks) -> np.ndarray:
 def _box(value) -> np.ndarray:
     box = np.asarray(value, dtype=np.float32).reshape(-1)
     if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-        raise ValueError(f"a face box is COCO [x, y, w, h] with w, h > 0, got {np.asarray(value).tolist()}")
+        raise InputError(f"a face box is COCO [x, y, w, h] with w, h > 0, got {np.asarray(value).tolist()}")
     return box
 
 
 def _landmarks(value) -> np.ndarray:
     pts = np.asarray(value, dtype=np.float32)
     if pts.shape != (NUM_LANDMARKS, 2) or not np.all(np.isfinite(pts)):
-        raise ValueError(f"landmarks must be ({NUM_LANDMARKS}, 2) finite pixel (x, y), got shape {pts.shape}")
+        raise InputError(f"landmarks must be ({NUM_LANDMARKS}, 2) finite pixel (x, y), got shape {pts.shape}")
     return pts
 
 
@@ -206,7 +201,7 @@ def propagate_labels(pipeline, source, keypoints: dict, still: StillLabels) -> P
     landmarks = None if still.landmarks is None else moved[:, len(outline):].astype(np.float32)
     pose = np.stack([_numpy(keypoints[k]).reshape(-1) for k in ("yaw", "pitch", "roll")], 1).astype(np.float32)
     if len(pose) != len(boxes):
-        raise ValueError(f"keypoints hold {len(pose)} head poses for {len(boxes)} frames")
+        raise InputError(f"keypoints hold {len(pose)} head poses for {len(boxes)} frames")
     return PropagatedLabels(boxes, landmarks, pose, (int(H), int(W)))
 
 
@@ -255,7 +250,7 @@ def compare_labels(propagated: PropagatedLabels, detections: Sequence[Detection 
     """Flag frames where the detector misses the face or its box overlaps the propagated box by IoU < threshold."""
     T = len(propagated.boxes)
     if len(detections) != T:
-        raise ValueError(f"{len(detections)} detections for {T} propagated frames")
+        raise InputError(f"{len(detections)} detections for {T} propagated frames")
     ious = np.full(T, np.nan)
     nme = np.full(T, np.nan) if propagated.landmarks is not None else None
     for t, det in enumerate(detections):

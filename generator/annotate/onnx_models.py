@@ -16,8 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from thermvision_db.errors import InputError, MissingFileError, ThermVisionError
 
-class ModelIOError(ValueError):
+
+class ModelIOError(ThermVisionError, ValueError):
     """An ONNX model's inputs or outputs do not match the contract; the message names file, tensor, expected, got."""
 
 
@@ -51,7 +53,7 @@ class _OnnxModel:
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.what} model {self.path} does not exist")
+            raise MissingFileError(f"{self.what} model {self.path} does not exist")
         import onnxruntime as ort
 
         try:
@@ -135,7 +137,7 @@ class YoloFaceDetector(_OnnxModel):
                  class_index: int = 0, max_det: int = 300):
         super().__init__(path, providers)
         if kind not in ("auto", "yolov5", "yolo5face"):
-            raise ValueError(f"kind must be 'auto', 'yolov5' or 'yolo5face', got {kind!r}")
+            raise InputError(f"kind must be 'auto', 'yolov5' or 'yolo5face', got {kind!r}")
         self.input_size = self.check_image_input(3, input_size)
         first, extra = self.outputs[0], self.outputs[1:]
         if any(len(o.shape) != 5 for o in extra):
@@ -150,7 +152,7 @@ class YoloFaceDetector(_OnnxModel):
             self.fail(f"output {first.name!r}", "(1, N, 16) for YOLO5Face", f"shape {_fmt(first.shape)}")
         self.kind = kind if kind != "auto" else ("yolo5face" if self.width == 16 else "yolov5")
         if self.kind == "yolov5" and not 0 <= class_index < self.width - 5:
-            raise ValueError(f"{self.path}: class_index {class_index} but the model has {self.width - 5} classes")
+            raise InputError(f"{self.path}: class_index {class_index} but the model has {self.width - 5} classes")
         self.conf, self.iou, self.class_index, self.max_det = float(conf), float(iou), int(class_index), int(max_det)
 
     def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, int, int]]:
@@ -204,7 +206,7 @@ def square_crop(box_xywh, scale: float, vy_ratio: float = 0.0) -> tuple[float, f
     """Square crop around a COCO box: side = scale * max(w, h), centre shifted by vy_ratio * side -> left, top, side."""
     x, y, w, h = (float(v) for v in np.asarray(box_xywh, dtype=np.float64).reshape(4))
     if w <= 0 or h <= 0:
-        raise ValueError(f"face box must have a positive width and height, got {[x, y, w, h]}")
+        raise InputError(f"face box must have a positive width and height, got {[x, y, w, h]}")
     side = max(w, h) * scale
     cx, cy = x + w / 2, y + h / 2 + vy_ratio * side
     return cx - side / 2, cy - side / 2, side

@@ -11,7 +11,7 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def add_evaluate_parser(sub) -> None:
-    """`thermvision-db evaluate`: registered by `thermvision_db.cli`."""
+    """`thermvision-db evaluate`: registered by `thermvision_db.cli.main`."""
     p = sub.add_parser("evaluate", help="quality report: box QC, temporal stability, identity, FID/KID")
     p.add_argument("data_dir", help="the corpus folder")
     p.add_argument("--out", required=True, help="report folder (report.md, PNG plots, box_qc.csv)")

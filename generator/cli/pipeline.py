@@ -55,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from generator.corpus.settings import GenerationSettings
+    from generator.corpus.settings import GenerationSettings, default_motion
 
     preset = args.preset
     return GenerationSettings(
         preset=preset, seed=args.seed,
-        motion=args.motion or ("varied:paper" if preset == "thermvision" else "varied:short"),
+        motion=args.motion or default_motion(preset),
         driving_clips=args.driving_clips, expression_library=args.expression_library,
         prompt_template_t5=args.prompt_template_t5, still_noise=args.stills_noise,
         still_size=args.stills_size,
@@ -76,7 +76,6 @@ def settings_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from generator.corpus.pipeline import GenerationPipeline
-    from generator.weights import UnsafeWeightsError, WeightsNotFoundError
     from thermvision_db.errors import ThermVisionError
 
     if args.liveportrait_dir:
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = GenerationPipeline(settings, args.out, device=args.device, writers=args.writers,
                                       barrier_timeout=args.barrier_timeout * 60)
         summary = pipeline.run(args.num_identities, shard=args.shard)
-    except (ThermVisionError, WeightsNotFoundError, UnsafeWeightsError, ValueError, FileNotFoundError) as err:
+    except ThermVisionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary.describe())

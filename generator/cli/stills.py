@@ -60,17 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from generator.stills.files import (
-        load_still,
-        save_still,
-        still_exists,
-        still_filename,
-    )
+    from generator.stills.files import load_still, save_still, still_exists, still_filename
     from generator.stills.flux import SpeedOptions, quiet_libraries
     from generator.stills.generate import StillsGenerator
     from generator.stills.lora import LoraError
     from generator.weights import UnsafeWeightsError, WeightsNotFoundError
-    from thermvision_db.visualize import contact_sheet
+    from thermvision_db.tools.pictures import contact_sheet
 
     quiet_libraries()
     out = Path(args.out)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from thermvision_db.atomic import atomic_write_json
-from thermvision_db.generated import CorpusError
+from thermvision_db.io.atomic import atomic_write_json
+from thermvision_db.schema.generated_corpus import CorpusError
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,12 @@ So both runs end with the whole corpus and nothing is made twice at once.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import contextlib
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 log = logging.getLogger(__name__)

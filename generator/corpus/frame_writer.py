@@ -39,7 +39,7 @@ class VideoFileWriter:
     """Writes one video's frames, in order, in the calling process: PNG (when asked) then the H.264 encoder."""
 
     def __init__(self, spec: VideoSpec):
-        from thermvision_db.video_write import H264Writer
+        from thermvision_db.io.encode import H264Writer
 
         self.spec = spec
         self.count = 0
@@ -57,7 +57,7 @@ class VideoFileWriter:
     def _encode_first(self, frame: np.ndarray) -> None:
         """The encoder opens on the first frame. NVENC can refuse there (a GPU's concurrent-session limit, a busy
         or lost device): that video then falls back to x264, and its result names the encoder used."""
-        from thermvision_db.video_write import H264Writer
+        from thermvision_db.io.encode import H264Writer
 
         try:
             self.video.write(frame)
@@ -72,7 +72,7 @@ class VideoFileWriter:
             self.video.write(frame)
 
     def write(self, frame: np.ndarray) -> None:
-        from thermvision_db.video_write import is_gray, write_png
+        from thermvision_db.io.encode import is_gray, write_png
 
         start = time.process_time()
         frame = np.asarray(frame)

@@ -23,11 +23,7 @@ def load_stills_generator(s: GenerationSettings, device):
 
 def load_animator(s: GenerationSettings, device):
     """LivePortrait from `liveportrait_dir`, or the tiny random networks (seed 0) without it."""
-    from generator.animate.liveportrait import (
-        LivePortraitConfig,
-        LivePortraitNetworks,
-        LivePortraitPipeline,
-    )
+    from generator.animate.liveportrait import LivePortraitConfig, LivePortraitNetworks, LivePortraitPipeline
 
     if s.liveportrait_dir:
         nets = LivePortraitNetworks.from_pretrained(s.liveportrait_dir)
@@ -40,11 +36,7 @@ def load_animator(s: GenerationSettings, device):
 
 def load_annotators(s: GenerationSettings) -> tuple:
     """(detector, 54-point landmarker, 203-point eye/lip model); None where the settings give no model."""
-    from generator.annotate.onnx_models import (
-        Landmarker54,
-        Landmarker203,
-        YoloFaceDetector,
-    )
+    from generator.annotate.onnx_models import Landmarker54, Landmarker203, YoloFaceDetector
 
     return (YoloFaceDetector(s.label_detector) if s.label_detector else None,
             Landmarker54(s.label_landmarker) if s.label_landmarker else None,

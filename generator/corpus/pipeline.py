@@ -28,20 +28,16 @@ from tqdm.auto import tqdm
 
 from generator.corpus.barrier import DEFAULT_TIMEOUT_MINUTES, announce, wait_for
 from generator.corpus.claims import Claims
-from generator.corpus.models import (
-    load_animator,
-    load_annotators,
-    load_stills_generator,
-    weight_records,
-)
+from generator.corpus.models import load_animator, load_annotators, load_stills_generator, weight_records
 from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
 from generator.corpus.videos import PendingIdentity, write_video
 from generator.corpus.workers import Worker
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
-from thermvision_db.atomic import atomic_write_json
-from thermvision_db.generated import (
+from thermvision_db.errors import InputError
+from thermvision_db.io.atomic import atomic_write_json
+from thermvision_db.schema.generated_corpus import (
     IDENTITY_FILE,
     IDENTITY_SCHEMA,
     PARTIAL_PREFIX,
@@ -53,7 +49,7 @@ from thermvision_db.generated import (
     file_lock,
     identity_name,
 )
-from thermvision_db.splits import synthetic_split
+from thermvision_db.schema.splits import synthetic_split
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +64,14 @@ class GenerationPipeline:
 
     def __init__(self, settings: GenerationSettings, output_dir: str | os.PathLike, *, device: str | None = None,
                  progress: bool = True, embed=None, barrier_timeout: float = DEFAULT_TIMEOUT_MINUTES * 60,
-                 stills_generator=None, animator=None, writers: int | None = None):
+                 stills_generator=None, animator=None, writers: int | None = None, fingerprint: str | None = None):
         """`stills_generator` / `animator` replace the models the settings would load (benchmarks, custom models);
         `barrier_timeout` (seconds) bounds a wait for other workers' stills or identities; `writers`: PNG/H.264
-        writer processes (default: from the cores; 0 writes inline, in this process)."""
+        writer processes (default: from the cores; 0 writes inline, in this process); `fingerprint`: the settings'
+        fingerprint when the caller has it already (it stats every weight file)."""
         self.settings = settings
         self.corpus = GeneratedCorpus(output_dir)
-        self.fingerprint = settings.fingerprint()  # stats every weight file: once, not per identity
+        self.fingerprint = fingerprint or settings.fingerprint()  # stats every weight file: once, not per identity
         self.root = self.corpus.root
         self.requested_device = device
         self.progress = progress
@@ -97,7 +94,7 @@ class GenerationPipeline:
         Other processes writing into the same folder share the work through per-unit claims (`claims.py`).
         """
         if int(num_identities) < 1:
-            raise ValueError(f"num_identities must be >= 1, got {num_identities}")
+            raise InputError(f"num_identities must be >= 1, got {num_identities}")
         try:
             return self._run(int(num_identities), worker or Worker.from_env(shard))
         except OSError as err:  # a full disk before or between identities (stills, run.json, manifest)

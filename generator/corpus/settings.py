@@ -14,9 +14,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generator.animate.liveportrait.template import MotionSequence
+from thermvision_db.errors import ThermVisionError
+from thermvision_db.schema.features import SETS  # the released corpus' two video sets per identity
 
 PRESETS = ("tiny", "thermvision")
-SETS = ("head_pose", "expression")  # the released corpus' two video sets per identity
+
+
+class SettingsError(ThermVisionError, ValueError):
+    """A generation setting is out of range or unknown (preset, motion, sizes, thresholds)."""
+
+
+class SettingsFileMissing(ThermVisionError, FileNotFoundError):
+    """A file a setting names (a model, an expression source) does not exist."""
 
 # Named frame counts per set. "paper" matches the released corpus (354 head-pose + 250 expression).
 MOTION_PROGRAMS = {
@@ -39,7 +48,7 @@ def split_motion(spec: str | dict, default_kind: str = "varied") -> tuple[str, s
     kind, sep, frames = str(spec).partition(":")
     if sep:
         if kind not in MOTION_KINDS:
-            raise ValueError(f"motion {spec!r}: the program must be one of {', '.join(MOTION_KINDS)}")
+            raise SettingsError(f"motion {spec!r}: the program must be one of {', '.join(MOTION_KINDS)}")
         return kind, frames or "paper"
     if spec in MOTION_KINDS:
         return str(spec), "paper"
@@ -57,15 +66,15 @@ def parse_motion(spec: str | dict) -> dict[str, int]:
         for part in str(spec).split(","):
             name, sep, frames = part.strip().partition("=")
             if not sep or not frames.strip().isdigit():
-                raise ValueError(f"motion {spec!r}: use one of {sorted(MOTION_PROGRAMS)} or 'head_pose=N,expression=M'")
+                raise SettingsError(f"motion {spec!r}: use one of {sorted(MOTION_PROGRAMS)} or 'head_pose=N,expression=M'")
             program[name.strip()] = int(frames)
     unknown = sorted(set(program) - set(SETS))
     if unknown or not program:
-        raise ValueError(f"motion {spec!r}: sets must be among {SETS}, got {sorted(program)}")
+        raise SettingsError(f"motion {spec!r}: sets must be among {SETS}, got {sorted(program)}")
     minimum = {"head_pose": 3, "expression": 10}
     for name, frames in program.items():
         if frames < minimum[name]:
-            raise ValueError(f"motion {spec!r}: the {name} program needs at least {minimum[name]} frames, got {frames}")
+            raise SettingsError(f"motion {spec!r}: the {name} program needs at least {minimum[name]} frames, got {frames}")
     return {name: program[name] for name in SETS if name in program}
 
 
@@ -134,10 +143,10 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            raise SettingsError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         self.motion_program, frames = split_motion(self.motion, self.motion_program)
         if self.motion_program not in MOTION_KINDS:
-            raise ValueError(f"motion_program must be one of {', '.join(MOTION_KINDS)}, got {self.motion_program!r}")
+            raise SettingsError(f"motion_program must be one of {', '.join(MOTION_KINDS)}, got {self.motion_program!r}")
         self.motion = parse_motion(frames)
         if self.motion_program == "paper":
             from generator.animate.motion.paper import paper_clip_paths
@@ -145,33 +154,33 @@ class GenerationSettings:
             clips = paper_clip_paths(self.driving_clips)
             missing = sorted(set(self.motion) - set(clips))
             if missing:
-                raise ValueError(f"motion 'paper': no driving clip for {missing}; driving_clips gives {sorted(clips)}")
+                raise SettingsError(f"motion 'paper': no driving clip for {missing}; driving_clips gives {sorted(clips)}")
         if self.expression_library is not None:
             from generator.animate.motion.library import parse_library_spec
 
             for name, paths in parse_library_spec(self.expression_library).items():
                 for path in paths:
                     if not Path(path).expanduser().is_file():
-                        raise FileNotFoundError(f"expression library: {path} ({name}) does not exist")
+                        raise SettingsFileMissing(f"expression library: {path} ({name}) does not exist")
         if self.still_size is None:
             self.still_size = 64 if self.preset == "tiny" else 512
         if self.still_size % 16:
-            raise ValueError(f"still_size must be a multiple of 16, got {self.still_size}")
+            raise SettingsError(f"still_size must be a multiple of 16, got {self.still_size}")
         if self.still_batch < 1 or self.chunk_size < 1:
-            raise ValueError("still_batch and chunk_size must be >= 1")
+            raise SettingsError("still_batch and chunk_size must be >= 1")
         if self.frames not in ("png", "none"):
-            raise ValueError(f"frames must be 'png' or 'none', got {self.frames!r}")
+            raise SettingsError(f"frames must be 'png' or 'none', got {self.frames!r}")
         if self.video_encoder not in ("auto", "x264", "nvenc"):
-            raise ValueError(f"video_encoder must be 'auto', 'x264' or 'nvenc', got {self.video_encoder!r}")
+            raise SettingsError(f"video_encoder must be 'auto', 'x264' or 'nvenc', got {self.video_encoder!r}")
         if self.distinct is not None and not 0 < self.distinct <= 1:
-            raise ValueError(f"distinct is a cosine-similarity threshold in (0, 1], got {self.distinct}")
+            raise SettingsError(f"distinct is a cosine-similarity threshold in (0, 1], got {self.distinct}")
         if self.preset == "thermvision" and not self.liveportrait_dir:
-            raise ValueError("preset 'thermvision' needs liveportrait_dir (--liveportrait-dir): the thermal "
+            raise SettingsError("preset 'thermvision' needs liveportrait_dir (--liveportrait-dir): the thermal "
                              "LivePortrait weights folder")
         for name in ("label_detector", "label_landmarker", "eye_lip_model"):
             value = getattr(self, name)
             if value is not None and not Path(value).expanduser().is_file():
-                raise FileNotFoundError(f"{name.replace('_', ' ')} {value} does not exist")
+                raise SettingsFileMissing(f"{name.replace('_', ' ')} {value} does not exist")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,9 +220,18 @@ class GenerationSettings:
         return cls(**data)
 
 
-def default_output_dir(settings: GenerationSettings) -> Path:
-    """Generated corpora live beside the `datasets` cache, one folder per settings fingerprint."""
+def default_motion(preset: str) -> str:
+    """The motion of a corpus when none is asked for: varied programs at the paper's lengths with real weights,
+    short ones with the tiny preset (a CPU run)."""
+    return "varied:paper" if preset == "thermvision" else "varied:short"
+
+
+def generated_corpora_dir() -> Path:
+    """Generated corpora live beside the `datasets` cache (or in $THERMVISION_DB_GENERATED), one folder per fingerprint."""
     import datasets
 
-    base = Path(os.environ.get("THERMVISION_DB_GENERATED", Path(datasets.config.HF_DATASETS_CACHE) / "thermvision_db_generated"))
-    return base / settings.fingerprint()
+    return Path(os.environ.get("THERMVISION_DB_GENERATED", Path(datasets.config.HF_DATASETS_CACHE) / "thermvision_db_generated"))
+
+
+def default_output_dir(settings: GenerationSettings) -> Path:
+    return generated_corpora_dir() / settings.fingerprint()

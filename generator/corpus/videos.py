@@ -14,7 +14,7 @@ from pathlib import Path
 from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.summary import RunSummary
 from generator.corpus.writers import VideoSpec
-from thermvision_db.atomic import atomic_write_json
+from thermvision_db.io.atomic import atomic_write_json
 
 
 class PendingIdentity:
@@ -39,13 +39,8 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     only once the job's result is in (see `PendingIdentity`)."""
     from generator.animate.liveportrait.output import write_motion
     from generator.animate.liveportrait.pipeline import motion_record
-    from generator.annotate.labels import (
-        compare_labels,
-        detect_frames,
-        frame_faces,
-        propagate_labels,
-    )
-    from thermvision_db.video_write import choose_h264_encoder
+    from generator.annotate.labels import compare_labels, detect_frames, frame_faces, propagate_labels
+    from thermvision_db.io.encode import choose_h264_encoder
 
     animator = pipeline._animation()
     detector, landmarker, _ = pipeline._models()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from thermvision_db.errors import InputError
+
 
 # ------------------------------------------------------------------------------------------------ workers
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Worker:
         rank, world, local = launcher_rank(os.environ if env is None else env)
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
         if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is outside world size {world}")
+            raise InputError(f"rank {rank} is outside world size {world}")
         return cls(shard_index * world + rank, shard_count * world, local)
 
     def owns(self, unit: int) -> bool:
@@ -63,7 +65,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
     try:
         index, count = (int(v) for v in str(spec).split("/"))
     except ValueError:
-        raise ValueError(f"--shard takes i/n (e.g. 0/4), got {spec!r}") from None
+        raise InputError(f"--shard takes i/n (e.g. 0/4), got {spec!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
+        raise InputError(f"--shard {spec}: need 0 <= i < n")
     return index, count

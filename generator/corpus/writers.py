@@ -27,14 +27,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from generator.corpus.frame_writer import (
-    POLL_SECONDS,
-    VideoFileWriter,
-    VideoSpec,
-    describe_error,
-    writer_process,
-)
-from thermvision_db.generated import CorpusError
+from generator.corpus.frame_writer import POLL_SECONDS, VideoFileWriter, VideoSpec, describe_error, writer_process
+from thermvision_db.errors import InputError
+from thermvision_db.schema.generated_corpus import CorpusError
 
 __all__ = ["VideoFileWriter", "VideoJob", "VideoSpec", "WriterError", "WriterPool", "default_writer_processes"]
 
@@ -82,7 +77,7 @@ class WriterPool:
 
     def __init__(self, processes: int = 1, queue_frames: int = 32):
         if processes < 0 or queue_frames < 1:
-            raise ValueError(f"need processes >= 0 and queue_frames >= 1, got {processes}, {queue_frames}")
+            raise InputError(f"need processes >= 0 and queue_frames >= 1, got {processes}, {queue_frames}")
         self.processes = int(processes)
         self.queue_frames = int(queue_frames)
         self._ids = itertools.count()

@@ -1,6 +1,6 @@
 """Two corpora side by side (usually released vs generated): one picture, the numbers as JSON, a short report.
 
-Works over any two iterables of frame rows in the shared schema (`thermvision_db.features.frame_features`): a
+Works over any two iterables of frame rows in the shared schema (`thermvision_db.schema.features.frame_features`): a
 `Dataset` or `IterableDataset` from `load_dataset(..., "frames" | "synthetic")`, or plain dicts. Rows are read
 once, in order; a video's rows are expected in frame order (the loaders yield them so), because jitter, frame
 change and box jumps compare each frame with the previous frame of its video. Nothing but a fixed-size sample of
@@ -27,10 +27,10 @@ from generator.evaluate.frames import EvaluationError
 from generator.evaluate.plots import bar_chart
 from generator.evaluate.realism import INCEPTION_SIZE, RealismUnavailable, fid_kid
 from generator.evaluate.stability import JUMP_THRESHOLD
-from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
-from thermvision_db.labels import QC_NAMES
-from thermvision_db.rows import label_names, named_frame_row
-from thermvision_db.visualize import contact_sheet, draw_annotations
+from thermvision_db.io.atomic import atomic_write_bytes, atomic_write_text
+from thermvision_db.schema.labels import QC_NAMES
+from thermvision_db.tools.label_names import label_names, named_frame_row
+from thermvision_db.tools.pictures import contact_sheet, draw_annotations
 
 BOX_BINS = np.linspace(0.0, 1.0, 11)  # box width/height/centre as a fraction of the frame side, 10 bins
 INTENSITY_BINS = 32  # gray-level histogram bins (8 levels each)
@@ -70,7 +70,7 @@ class CorpusStats:
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Count one named frame row (see `thermvision_db.rows.named_frame_row`)."""
+        """Count one named frame row (see `thermvision_db.tools.label_names.named_frame_row`)."""
         gray = _gray(row["image"])
         height, width = gray.shape
         video_id = row["video_id"]

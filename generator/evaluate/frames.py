@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from thermvision_db.errors import ThermVisionError
-from thermvision_db.rows import label_names, named_frame_row
+from thermvision_db.tools.label_names import label_names, named_frame_row
 
 
 class EvaluationError(ThermVisionError, ValueError):
@@ -34,9 +34,9 @@ def frame_rows(data_dir: str | os.PathLike, config: str = "frames", cache_dir: s
     """Every frame row of a corpus folder as one `Dataset`, in video and frame order (identity split ignored)."""
     if not Path(data_dir).exists():
         raise EvaluationError(f"corpus folder {data_dir} does not exist")
-    from thermvision_db.api import load_dataset
-    from thermvision_db.builder import SYNTHETIC_CONFIGS
-    from thermvision_db.generated import RUN_FILE
+    from thermvision_db.hf.api import load_dataset
+    from thermvision_db.hf.builder import SYNTHETIC_CONFIGS
+    from thermvision_db.schema.generated_corpus import RUN_FILE
 
     if config == "frames" and (Path(data_dir) / RUN_FILE).is_file():
         config = "synthetic"  # a folder written by the generator: same frame schema, its own reader

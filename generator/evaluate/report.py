@@ -15,27 +15,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from generator.evaluate.frames import (
-    EvaluationError,
-    VideoFrames,
-    frame_rows,
-    read_videos,
-)
-from generator.evaluate.identity import (
-    CROP_FACTOR,
-    FRAMES_PER_TEMPLATE,
-    OnnxEmbedder,
-    identity_scores,
-)
+from generator.evaluate.frames import EvaluationError, VideoFrames, frame_rows, read_videos
+from generator.evaluate.identity import CROP_FACTOR, FRAMES_PER_TEMPLATE, OnnxEmbedder, identity_scores
 from generator.evaluate.plots import bar_chart, chart_panels
 from generator.evaluate.realism import RealismUnavailable, fid_kid
-from generator.evaluate.stability import (
-    JUMP_THRESHOLD,
-    box_qc,
-    frame_change,
-    landmark_jitter,
-)
-from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
+from generator.evaluate.stability import JUMP_THRESHOLD, box_qc, frame_change, landmark_jitter
+from thermvision_db.io.atomic import atomic_write_bytes, atomic_write_text
 
 
 # ---------------------------------------------------------------------------------------------- realism (extra)

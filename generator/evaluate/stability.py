@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from generator.evaluate.frames import VideoFrames
-from thermvision_db.qc import video_qc
+from thermvision_db.tools.qc import video_qc
 
 JUMP_THRESHOLD = 0.05  # box-centre move between consecutive frames, as a fraction of the frame side
 

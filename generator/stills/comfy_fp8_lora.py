@@ -24,6 +24,8 @@ from collections.abc import Mapping
 
 import torch
 
+from thermvision_db.errors import InputError
+
 FP8_FORMATS = {torch.float8_e4m3fn: (4, 3, 7), torch.float8_e5m2: (5, 2, 15)}  # exponent bits, mantissa, bias
 SLICE_NUMEL = 4096 * 4096
 
@@ -62,7 +64,7 @@ def stochastic_round(value: torch.Tensor, dtype: torch.dtype, seed: int, *, devi
         return value.to(dtype)
     if device == "emulate":
         if gpu is None and value.shape[0] and value.numel() > 40 * 4 * 256:  # beyond the smallest GPU's grid
-            raise ValueError(f"a {tuple(value.shape)} weight is drawn in a GPU-dependent layout: name the GPU "
+            raise InputError(f"a {tuple(value.shape)} weight is drawn in a GPU-dependent layout: name the GPU "
                              "ComfyUI patched on (gpu=..., one of generator.stills.cuda_noise.GPUS)")
         emulation = CudaGeneratorEmulation(seed, gpu)
         draw = lambda shape: emulation.rand(*shape, dtype=torch.float16)  # noqa: E731

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from thermvision_db.errors import InputError
+
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 BLOCK_SIZE = 256  # ATen block_size_bound
@@ -102,7 +104,7 @@ class CudaGeneratorEmulation:
 
     def __init__(self, seed: int, gpu: str | tuple[int, int] | None = None):
         if isinstance(gpu, str) and gpu not in GPUS:
-            raise ValueError(f"unknown GPU {gpu!r}; give one of {', '.join(GPUS)} or (SMs, max threads per SM)")
+            raise InputError(f"unknown GPU {gpu!r}; give one of {', '.join(GPUS)} or (SMs, max threads per SM)")
         self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # manual_seed takes negative seeds modulo 2**64
         self.offset = 0  # Philox offset per thread, in 32-bit words (always a multiple of 4)
         self.gpu = gpu
@@ -174,7 +176,7 @@ def cuda_randn(shape: Sequence[int], seed: int, dtype: torch.dtype = torch.float
         generator = torch.Generator("cuda").manual_seed(int(seed))
         return torch.randn(shape, dtype=dtype, device="cuda", generator=generator).cpu()
     if device != "emulate":
-        raise ValueError(f"device must be 'cuda' or 'emulate', got {device!r}")
+        raise InputError(f"device must be 'cuda' or 'emulate', got {device!r}")
     return CudaGeneratorEmulation(seed, gpu).randn(shape, dtype=dtype)
 
 

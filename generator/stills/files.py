@@ -9,7 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from thermvision_db.atomic import atomic_write
+from thermvision_db.errors import InputError
+from thermvision_db.io.atomic import atomic_write
 
 SIDECAR_SCHEMA = "thermvision-db/still/1"
 
@@ -55,7 +56,7 @@ def load_still(path: str | os.PathLike) -> Still:
     sidecar_path, png_path = path.with_suffix(".json"), path.with_suffix(".png")
     sidecar = json.loads(sidecar_path.read_text())
     if sidecar.get("schema") != SIDECAR_SCHEMA:
-        raise ValueError(f"{sidecar_path} is not a ThermVision still sidecar (schema {sidecar.get('schema')!r})")
+        raise InputError(f"{sidecar_path} is not a ThermVision still sidecar (schema {sidecar.get('schema')!r})")
     with Image.open(png_path) as handle:
         image = handle.convert("RGB")
     return Still(index=sidecar["identity_index"], run_seed=sidecar["run_seed"], seed=sidecar["seed"],

@@ -16,6 +16,7 @@ from generator.weights import (
     state_dict_sha256,
     weight_files,
 )
+from thermvision_db.errors import InputError
 
 FLUX_DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
 FLUX_COMPONENTS = ("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae")
@@ -37,7 +38,7 @@ class SpeedOptions:
 
     def __post_init__(self):
         if self.offload not in ("none", "model", "sequential", "auto"):
-            raise ValueError(f"offload must be none, model, sequential or auto, got {self.offload!r}")
+            raise InputError(f"offload must be none, model, sequential or auto, got {self.offload!r}")
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -55,7 +56,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+        raise InputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
     return DTYPES[dtype]
 
 
@@ -86,11 +87,7 @@ def apply_speed_options(pipe, options: SpeedOptions, device: torch.device) -> st
 
 def _quantize_fp8(transformer, device: torch.device) -> None:
     try:
-        from torchao.quantization import (
-            Float8DynamicActivationFloat8WeightConfig,
-            Float8WeightOnlyConfig,
-            quantize_,
-        )
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, quantize_
     except ImportError as err:
         raise ImportError("fp8 needs torchao: pip install 'thermvision-db[fp8]' (or leave out --stills-fp8)") from err
     fp8_compute = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
@@ -122,7 +119,7 @@ def build_pipeline(
                    for name in ("transformer", "text_encoder", "text_encoder_2", "vae")]
         return pipe, records
     if preset != "thermvision":
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return _load_flux_dev(flux or FLUX_DEV_HUB_ID, flux_base, dtype, transformer_patch)
 
 
@@ -151,7 +148,7 @@ def _load_flux_dev(flux, flux_base, dtype, transformer_patch=None) -> tuple[obje
         files = [source] + [p for p in _component_files(base) if "transformer" not in p.relative_to(base).parts[:1]]
     else:
         if transformer_patch is not None:
-            raise ValueError(f"ComfyUI-style fp8 LoRA patching needs a single-file fp8 --flux checkpoint, not the "
+            raise InputError(f"ComfyUI-style fp8 LoRA patching needs a single-file fp8 --flux checkpoint, not the "
                              f"folder {source}")
         if not (source / "model_index.json").is_file():
             raise WeightsNotFoundError(f"{source} is not a diffusers FLUX folder (no model_index.json); pass {hint}")

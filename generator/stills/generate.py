@@ -21,21 +21,17 @@ from generator.stills.files import SIDECAR_SCHEMA, Still, still_filename
 from generator.stills.flux import (
     PRESETS,
     SpeedOptions,
-    library_versions,
     apply_speed_options,
     build_pipeline,
+    library_versions,
     resolve_device,
     resolve_dtype,
 )
 from generator.stills.lora import load_lora
-from generator.stills.prompts import (
-    IdentityPrompt,
-    check_template,
-    image_seed,
-    sample_identity,
-)
+from generator.stills.prompts import IdentityPrompt, check_template, image_seed, sample_identity
 from generator.stills.sampler import SamplerSettings
 from generator.weights import check_safetensors, hash_weights, resolve_weights
+from thermvision_db.errors import InputError
 
 
 def _comfy_fp8_patch(lora_path, scale: float, device: torch.device, gpu: str | None):
@@ -110,7 +106,7 @@ class StillsGenerator:
         rounding back to fp8; its draws from torch's CUDA generator on a GPU, or emulated for `lora_fp8_gpu`).
         """
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         speed = speed or SpeedOptions()
@@ -124,11 +120,11 @@ class StillsGenerator:
                                              "file; Python: lora=...)")
             check_safetensors(lora_path, what="LoRA")
         if lora_mode not in ("fuse", "comfy-fp8"):
-            raise ValueError(f"lora_mode must be 'fuse' or 'comfy-fp8', got {lora_mode!r}")
+            raise InputError(f"lora_mode must be 'fuse' or 'comfy-fp8', got {lora_mode!r}")
         patch = None
         if lora_mode == "comfy-fp8":
             if lora_path is None:
-                raise ValueError("lora_mode 'comfy-fp8' needs a LoRA file")
+                raise InputError("lora_mode 'comfy-fp8' needs a LoRA file")
             patch = _comfy_fp8_patch(lora_path, lora_scale, device, lora_fp8_gpu)
         pipe, records = build_pipeline(preset, dtype, flux=flux, flux_base=flux_base, tiny_seed=tiny_seed,
                                        transformer_patch=patch)
@@ -162,7 +158,7 @@ class StillsGenerator:
                       progress: bool = True) -> Iterator[Still]:
         """Like `generate`, but yields each still as soon as its batch is done (for writing as you go)."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         identities = self.identities(identity_indices, run_seed)
         with tqdm(total=len(identities), unit="still", desc="stills", disable=not progress) as bar:
             for start in range(0, len(identities), batch_size):
@@ -210,7 +206,7 @@ class StillsGenerator:
         """(B, C, h, w) -> FluxPipeline's packed (B, h/2 * w/2, 4C): BFL's 'b c (h 2) (w 2) -> b (h w) (c 2 2)'."""
         b, c, h, w = latents.shape
         if c * 4 != self.pipe.transformer.config.in_channels:
-            raise ValueError(f"workflow noise has {c} latent channels; this transformer takes "
+            raise InputError(f"workflow noise has {c} latent channels; this transformer takes "
                              f"{self.pipe.transformer.config.in_channels // 4}")
         packed = self.pipe._pack_latents(latents, b, c, h, w)
         return packed.to(self.dtype)

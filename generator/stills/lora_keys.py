@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from thermvision_db.errors import ThermVisionError
+
 # Parts a module's key can end with. Order matters: longer names first so `lokr_w1_a` is not read as `lokr_w1`.
 LORA_PARTS = ("lora_down.weight", "lora_up.weight", "lora_A.weight", "lora_B.weight", "lora_magnitude_vector",
               "alpha", "dora_scale")
@@ -29,7 +31,7 @@ _LYCORIS_FORMATS = {"lokr_": "LyCORIS LoKr (Kronecker product: lokr_w1/lokr_w2)"
                     "lora_mid": "LyCORIS LoCon with Tucker decomposition (lora_mid)"}
 
 
-class LoraError(ValueError):
+class LoraError(ThermVisionError, ValueError):
     """A LoRA file that cannot be applied to this transformer; the message names the file and the problem."""
 
 

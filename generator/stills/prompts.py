@@ -13,6 +13,8 @@ import random
 import string
 from dataclasses import asdict, dataclass
 
+from thermvision_db.errors import InputError
+
 GENDERS = ("female", "male")
 AGE_BANDS = ("18-25", "26-35", "36-45", "46-60", "61-75")
 HAIRSTYLES = {
@@ -137,10 +139,10 @@ def check_template(template: str) -> str:
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
-        raise ValueError(f"prompt template {template!r} is malformed: {err}") from err
+        raise InputError(f"prompt template {template!r} is malformed: {err}") from err
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown or any(n == "" or n.isdigit() for n in names):
-        raise ValueError(
+        raise InputError(
             f"prompt template uses unknown field(s) {unknown or names}; available: {', '.join(TEMPLATE_FIELDS)}"
         )
     return template
@@ -156,7 +158,7 @@ def sample_identity(run_seed: int, index: int, template: str | None = None,
     (CLIP-L; also T5 unless `template_t5` gives T5 its own text). A template without fields is a fixed text,
     e.g. the paper's workflow: CLIP-L "Hihh quality thermal male and female face data.", T5 "surprice face "."""
     if index < 0:
-        raise ValueError(f"identity index must be >= 0, got {index}")
+        raise InputError(f"identity index must be >= 0, got {index}")
     attributes = sample_attributes(run_seed, index)
     return IdentityPrompt(index=index, run_seed=run_seed, attributes=attributes,
                           prompt=render_prompt(attributes, template),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from thermvision_db.errors import InputError
+
 # ----------------------------------------------------------------------------------------------- sampler
 
 WORKFLOW_SEED = 749840386044620  # the released ComfyUI graph's XlabsSampler noise_seed
@@ -40,20 +42,20 @@ class SamplerSettings:
 
     def __post_init__(self):
         if self.schedule not in ("paper", "full"):
-            raise ValueError(f"schedule must be 'paper' or 'full', got {self.schedule!r}")
+            raise InputError(f"schedule must be 'paper' or 'full', got {self.schedule!r}")
         if self.height % 16 or self.width % 16 or self.height < 16 or self.width < 16:
-            raise ValueError(f"height and width must be multiples of 16 (>= 16), got {self.height}x{self.width}")
+            raise InputError(f"height and width must be multiples of 16 (>= 16), got {self.height}x{self.width}")
         if self.num_steps < 1 or not 0 < self.denoise <= 1 or self.cfg_start_step < 0:
-            raise ValueError("num_steps must be >= 1, denoise in (0, 1] and cfg_start_step >= 0")
+            raise InputError("num_steps must be >= 1, denoise in (0, 1] and cfg_start_step >= 0")
         if self.noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+            raise InputError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
         if self.noise_device not in ("auto", "cuda", "emulate") or self.noise_batch < 1:
-            raise ValueError("noise_device must be auto, cuda or emulate, and noise_batch >= 1")
+            raise InputError("noise_device must be auto, cuda or emulate, and noise_batch >= 1")
         if self.noise_gpu is not None:
             from generator.stills.cuda_noise import GPUS
 
             if self.noise_gpu not in GPUS:
-                raise ValueError(f"noise_gpu {self.noise_gpu!r} is not one of {', '.join(GPUS)}")
+                raise InputError(f"noise_gpu {self.noise_gpu!r} is not one of {', '.join(GPUS)}")
 
     @property
     def steps_run(self) -> int:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from thermvision_db.errors import ThermVisionError
+
 if TYPE_CHECKING:
     from diffusers import FluxTransformer2DModel
 
@@ -73,7 +75,7 @@ _NORM_OUT = ("final_layer.adaLN_modulation.1", "norm_out.linear")  # BFL shift|s
 _WIDTH_KEY = "img_in.weight"  # rows = the transformer's inner dim; used to split linear1
 
 
-class FluxCheckpointError(ValueError):
+class FluxCheckpointError(ThermVisionError, ValueError):
     """A single file that cannot be this FLUX transformer; the message names the file and what is wrong."""
 
 

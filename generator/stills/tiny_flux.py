@@ -42,12 +42,7 @@ def tiny_t5_tokenizer():
 
 def build_tiny_flux(seed: int = 0, num_layers: int = 1, num_single_layers: int = 1):
     """A random FluxPipeline with FLUX.1-dev's layout, in eval mode (T5 dropout would break determinism)."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-    )
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)

@@ -91,7 +91,7 @@ def test_a_source_with_nan_is_refused_naming_it():
 
 
 def test_animate_cli_prints_the_scaling_rule_of_a_16_bit_source(tmp_path, capsys):
-    from thermvision_db.cli import main
+    from thermvision_db.cli.main import main
 
     Image.fromarray(np.kron(np.array([[500, 700], [900, 1100]], np.uint16), np.ones((32, 32), np.uint16))).save(
         tmp_path / "id16.png")
@@ -145,7 +145,7 @@ def test_a_good_embedding_model_still_gives_unit_vectors(tiny_model):
 
 
 def test_evaluate_cli_with_a_feature_map_embedding_exits_2_naming_the_model(mini, tmp_path, hf_cache, capsys):
-    from thermvision_db.cli import main
+    from thermvision_db.cli.main import main
 
     model = _embedder(tmp_path / "backbone.onnx")
     code = main(["evaluate", str(mini.root), "--out", str(tmp_path / "r"), "--embedding", str(model),

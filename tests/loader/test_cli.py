@@ -5,8 +5,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from thermvision_db.cli import main
-from thermvision_db.visualize import legend
+from thermvision_db.cli.main import main
+from thermvision_db.tools.pictures import legend
 
 
 def test_verify_reports_checksum_mismatch_and_placed_qc(mini, capsys):

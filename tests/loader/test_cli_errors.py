@@ -7,7 +7,7 @@ import argparse
 import pytest
 from PIL import Image
 
-from thermvision_db.cli import build_parser, main
+from thermvision_db.cli.main import build_parser, main
 
 
 def _one_error_line(capsys) -> str:
@@ -129,7 +129,7 @@ def test_push_to_hub_failure_says_hf_auth_login(tmp_path, monkeypatch):
     """The Hub refuses (huggingface_hub in offline mode, so nothing leaves the machine): the hint is today's command."""
     import huggingface_hub.constants
 
-    from thermvision_db.export import ExportError, push_to_hub
+    from thermvision_db.tools.export import ExportError, push_to_hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # past the project's own offline check ...
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # ... the library refuses the request

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from thermvision_db.api import load_dataset
-from thermvision_db.cli import main
-from thermvision_db.export import ExportError, export, flip_index
-from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
-from thermvision_db.miniature import write_miniature
+from thermvision_db.hf.api import load_dataset
+from thermvision_db.cli.main import main
+from thermvision_db.tools.export import ExportError, export, flip_index
+from thermvision_db.schema.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
+from thermvision_db.demo.miniature import write_miniature
 
 MISSING = {"F_01_S1": (1,)}
 MULTIPLE = {"F_16_S2": (2,)}

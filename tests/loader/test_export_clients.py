@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from thermvision_db.cli import main
-from thermvision_db.export import export, load_rows
-from thermvision_db.export_parquet import export_parquet, shard_ranges
-from thermvision_db.labels import NUM_LANDMARKS, coco_to_yolo
-from thermvision_db.miniature import write_miniature
+from thermvision_db.cli.main import main
+from thermvision_db.tools.export import export, load_rows
+from thermvision_db.tools.export_parquet import export_parquet, shard_ranges
+from thermvision_db.schema.labels import NUM_LANDMARKS, coco_to_yolo
+from thermvision_db.demo.miniature import write_miniature
 
 # OKS sigmas for the 54 SF-TL54 points: one value for every point, 0.025 (COCO's sigma for the eyes; faces have
 # no per-point calibration yet). Scoring ground truth against itself gives OKS 1 whatever the sigmas.
@@ -201,7 +201,7 @@ def test_cli_exports_a_generated_folder(generated, tmp_path, hf_cache, fmt):
 
 
 def test_generated_labels_edited_in_place_are_reloaded(generated, tmp_path, hf_cache):
-    from thermvision_db.api import load_dataset
+    from thermvision_db.hf.api import load_dataset
 
     def first_box():
         ds = load_dataset("thermvision_db", "synthetic", output_dir=str(generated), cache_dir=hf_cache, split="train")

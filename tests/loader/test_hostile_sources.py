@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from thermvision_db.api import CacheDirError, load_dataset
-from thermvision_db.cli import main
-from thermvision_db.miniature import write_miniature
-from thermvision_db.release import ARCHIVES, ReleaseSource, SourceError
-from thermvision_db.video import VideoError, available_backends, probe, read_frames
+from thermvision_db.hf.api import CacheDirError, load_dataset
+from thermvision_db.cli.main import main
+from thermvision_db.demo.miniature import write_miniature
+from thermvision_db.schema.members import ARCHIVES
+from thermvision_db.sources.base import SourceError
+from thermvision_db.sources.local import ReleaseSource
+from thermvision_db.io.decode import VideoError, available_backends, probe, read_frames
 
 VIDEO = "F_01_S1"
 

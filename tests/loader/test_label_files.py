@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from thermvision_db.api import load_dataset
-from thermvision_db.export import coco_keypoints, yolo_line
-from thermvision_db.labels import (
+from thermvision_db.hf.api import load_dataset
+from thermvision_db.tools.export import coco_keypoints, yolo_line
+from thermvision_db.schema.labels import (
     NUM_LANDMARKS,
     LabelError,
     coco_to_yolo,
     parse_yolo_text,
 )
-from thermvision_db.miniature import write_miniature
+from thermvision_db.demo.miniature import write_miniature
 
 BOX = [16.0, 8.0, 24.0, 40.0]  # COCO pixels in a 64x64 frame
 

@@ -89,7 +89,7 @@ def test_no_features_no_guessing():
 
 
 def test_missing_decord_names_the_extra_before_generation(mini, tmp_path, monkeypatch):
-    from thermvision_db import video
+    from thermvision_db.io import decode as video
 
     monkeypatch.setattr(video, "available_backends", lambda: ["pyav", "opencv"])  # a machine without decord
     with pytest.raises(MissingExtraError) as info:

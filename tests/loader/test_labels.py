@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from thermvision_db.labels import (
+from thermvision_db.schema.labels import (
     SFTL54_FLIP_PAIRS, SFTL54_NAMES, SFTL54_TO_IBUG68, Face, FrameLabels, LabelError, coco_to_yolo, iou,
     parse_landmark_text, parse_yolo_text, repair_track,
 )

@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from thermvision_db import load_dataset
-from thermvision_db.labels import LabelError
-from thermvision_db.miniature import write_miniature
-from thermvision_db.splits import released_split
-from thermvision_db.video import read_frames
+from thermvision_db.schema.labels import LabelError
+from thermvision_db.demo.miniature import write_miniature
+from thermvision_db.schema.splits import released_split
+from thermvision_db.io.decode import read_frames
 
 
 def _by_key(ds):

@@ -3,8 +3,11 @@ from collections import Counter
 
 import pytest
 
-from thermvision_db.release import IDENTITIES, MEMBERS, ReleaseSource, SourceError, resolve_data_dir
-from thermvision_db.splits import RELEASED_SPLITS, assign, released_split, synthetic_split
+from thermvision_db.schema.members import IDENTITIES, MEMBERS
+from thermvision_db.sources.base import SourceError
+from thermvision_db.sources.hub import resolve_data_dir
+from thermvision_db.sources.local import ReleaseSource
+from thermvision_db.schema.splits import RELEASED_SPLITS, assign, released_split, synthetic_split
 
 
 def test_member_table_matches_the_release():

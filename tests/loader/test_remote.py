@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from thermvision_db import load_dataset
-from thermvision_db.loopback import LoopbackServer
-from thermvision_db.miniature import DEFAULT_IDENTITIES, write_miniature
-from thermvision_db.release import ARCHIVES, ReleaseSource, SourceError
-from thermvision_db.remote import RemoteReleaseSource, download_release, verify_url
+from tests.support.loopback import LoopbackServer
+from thermvision_db.demo.miniature import DEFAULT_IDENTITIES, write_miniature
+from thermvision_db.schema.members import ARCHIVES
+from thermvision_db.sources.base import SourceError
+from thermvision_db.sources.local import ReleaseSource
+from thermvision_db.sources.remote import RemoteReleaseSource, download_release, verify_url
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITIES = (*DEFAULT_IDENTITIES, "F_02", "M_01", "F_03", "M_02", "M_03")  # 10 of 50, both zips
@@ -205,7 +207,7 @@ rows = load_dataset("thermvision_db", "frames", split="train", split_by="none", 
 out = [{"key": r["video_id"] + "/" + str(r["frame_index"]), "qc": r["qc"], "mean": float(np.asarray(r["image"]).mean())}
        for r in rows]
 print(json.dumps(out))
-from thermvision_db.cli import main
+from thermvision_db.cli.main import main
 print("verify exit", main(["verify", "--remote"]))
 """
 

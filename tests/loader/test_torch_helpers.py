@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from thermvision_db import load_dataset
-from thermvision_db.torch import ClipSampler, clip_dataset, collate_clips, collate_faces
-from thermvision_db.video import read_frames
+from thermvision_db.tools.pytorch import ClipSampler, clip_dataset, collate_clips, collate_faces
+from thermvision_db.io.decode import read_frames
 
 
 def test_collate_faces_keeps_variable_boxes(mini, hf_cache):

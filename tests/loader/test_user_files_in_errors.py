@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from thermvision_db.excerpt import EXCERPT_CHARS, excerpt
-from thermvision_db.labels import LabelError, parse_yolo_text
+from thermvision_db.errors import EXCERPT_CHARS, excerpt
+from thermvision_db.schema.labels import LabelError, parse_yolo_text
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "root:$6$saltsalt$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP:19000:0:99999:7:::"
@@ -68,7 +68,7 @@ def test_the_cli_refuses_clearly_when_run_beside_a_generator_py(shadowed):
 
 
 def test_without_a_shadow_the_check_passes_in_a_subprocess(tmp_path):
-    code = "from thermvision_db.generator_package import check_generator_package as c; c(); import generator; print('ok')"
+    code = "from thermvision_db.hf.door import check_generator_package as c; c(); import generator; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

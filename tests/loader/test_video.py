@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from thermvision_db.video import available_backends, probe, read_frames
-from thermvision_db.video_write import write_mp4
+from thermvision_db.io.decode import available_backends, probe, read_frames
+from thermvision_db.io.encode import write_mp4
 
 
 def _frames(n=10, size=48):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from thermvision_db.errors import InputError
+
 from .camera import matrix_to_degrees, rotation_matrix
 from .stitching_retargeting_network import StitchingRetargeting
 from .template import MotionSequence
@@ -111,7 +113,7 @@ def _retargeting_flags(motion: MotionSequence, opts: AnimationOptions) -> tuple[
     lip = motion.lip_ratio is not None and motion.exp is None if lip is None else lip
     for on, ratio, what in ((eye, motion.eye_ratio, "eye"), (lip, motion.lip_ratio, "lip")):
         if on and ratio is None:
-            raise ValueError(f"{what} retargeting is on but motion {motion.name!r} carries no {what} ratios "
+            raise InputError(f"{what} retargeting is on but motion {motion.name!r} carries no {what} ratios "
                              f"(upstream templates without c_{what}{'s' if what == 'eye' else ''}_lst cannot drive it)")
     return eye, lip
 
@@ -121,7 +123,7 @@ def _motion_terms(source: SourceInfo, motion: MotionSequence, relative: bool, op
     T, K = len(motion), source.kp.shape[1]
     R_d, exp_d, s_d, t_d = (_rows(getattr(motion, n), dev) for n in ("R", "exp", "scale", "t"))
     if exp_d is not None and exp_d.shape[1] != K:
-        raise ValueError(f"motion {motion.name!r} has {exp_d.shape[1]} keypoints, the model uses {K}")
+        raise InputError(f"motion {motion.name!r} has {exp_d.shape[1]} keypoints, the model uses {K}")
     ones = torch.ones(T, 1, device=dev)
     if relative:
         R_new = (R_d @ R_d[:1].transpose(1, 2)) @ source.R if R_d is not None else source.R.expand(T, 3, 3)
@@ -129,12 +131,12 @@ def _motion_terms(source: SourceInfo, motion: MotionSequence, relative: bool, op
             exp_new = source.exp.expand(T, K, 3)
         elif motion.single_image:  # upstream: x_s exp + (driving exp - the neutral lip array)
             if opts.lip_array is None:
-                raise ValueError(f"motion {motion.name!r} is a single driving image: upstream animates it as source "
+                raise InputError(f"motion {motion.name!r} is a single driving image: upstream animates it as source "
                                  "expression + driving expression - its neutral lip array; pass "
                                  "AnimationOptions(lip_array=load_lip_array('src/utils/resources/lip_array.pkl'))")
             lip = torch.as_tensor(np.asarray(opts.lip_array, np.float32).reshape(1, -1, 3), device=dev)
             if lip.shape[1] != K:
-                raise ValueError(f"the lip array has {lip.shape[1]} keypoints, the model uses {K}")
+                raise InputError(f"the lip array has {lip.shape[1]} keypoints, the model uses {K}")
             exp_new = source.exp + (exp_d - lip)
         else:
             exp_new = source.exp + (exp_d - exp_d[:1])

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from thermvision_db.errors import ThermVisionError
+
 from .stitching_retargeting_network import GROUPS
 
 ROLES = ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator",
@@ -34,7 +36,7 @@ SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 SPECTRAL_LEAVES = ("conv_0", "conv_1", "conv_s")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ThermVisionError, ValueError):
     """A checkpoint file that cannot be used, with the file and the reason in the message."""
 
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thermvision_db.errors import InputError
+
 
 @dataclass
 class AppearanceConfig:
@@ -143,7 +145,7 @@ class LivePortraitConfig:
         if len(m.depths) != 4 or len(m.dims) != 4:
             problems.append("motion.depths and motion.dims need four stages")
         if problems:
-            raise ValueError("invalid LivePortrait config: " + "; ".join(problems))
+            raise InputError("invalid LivePortrait config: " + "; ".join(problems))
         return self
 
     def to_dict(self) -> dict:

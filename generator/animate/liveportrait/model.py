@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from thermvision_db.errors import InputError
+
 from . import checkpoint as ckpt
 from .appearance_feature_extractor import AppearanceFeatureExtractor
 from .config import LivePortraitConfig
@@ -97,7 +99,7 @@ class LivePortraitNetworks(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike, layout: str = "comfyui") -> Path:
         """Write the five files plus the config in `layout` ('upstream', 'comfyui' or 'thermvision')."""
         if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+            raise InputError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         suffix, stems = LAYOUTS[layout]

@@ -40,7 +40,7 @@ def write_motion(motion: dict[str, np.ndarray], path: str | os.PathLike, fps: fl
 def write_animation(pipeline, source, motion, out_dir: str | os.PathLike, name: str, options=None,
                     png: bool = True, chunk_size: int | None = None) -> dict[str, Path]:
     """Stream frames into `<name>.mp4` (+ `<name>_frames/`), then save the motion; memory stays one chunk."""
-    from thermvision_db.video_write import write_mp4
+    from thermvision_db.io.encode import write_mp4
 
     from .pipeline import motion_record
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from thermvision_db.errors import InputError
+
 from .algorithm import AnimationOptions, SourceInfo, driving_keypoints
 from .crop import CropTransform, paste_back, soft_mask, warp_crop
 from .model import LivePortraitNetworks
@@ -38,7 +40,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
+        raise InputError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
     return DTYPES[dtype]
 
 
@@ -46,11 +48,11 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) uint8 (grayscale replicated)."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+        raise InputError(f"expected a uint8 image, got {image.dtype}")
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W[, 1|3|4]) image, got shape {image.shape}")
+        raise InputError(f"expected an (H, W[, 1|3|4]) image, got shape {image.shape}")
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image[..., :3])
@@ -71,7 +73,7 @@ def to_input(images: np.ndarray, size: int, channels: int, device: torch.device,
     if channels == 1:
         x = x.mean(1, keepdim=True)
     elif channels != 3:
-        raise ValueError(f"networks expect {channels} input channels; only 1 or 3 are supported")
+        raise InputError(f"networks expect {channels} input channels; only 1 or 3 are supported")
     return x
 
 

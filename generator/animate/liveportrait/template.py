@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from thermvision_db.errors import InputError
+
 
 @dataclass
 class MotionSequence:
@@ -46,19 +48,19 @@ class MotionSequence:
                 setattr(self, name, value)
                 lengths.add(len(value))
         if len(lengths) > 1:
-            raise ValueError(f"motion {self.name!r}: fields disagree on the number of frames {sorted(lengths)}")
+            raise InputError(f"motion {self.name!r}: fields disagree on the number of frames {sorted(lengths)}")
         if not lengths:
-            raise ValueError(f"motion {self.name!r} has no per-frame field")
+            raise InputError(f"motion {self.name!r} has no per-frame field")
         checks = {"R": [(3, 3)], "scale": [(1,)], "t": [(3,)], "eye_ratio": [(1,), (2,)], "lip_ratio": [(1,)]}
         for name, shapes in checks.items():
             value = getattr(self, name)
             if value is not None and value.shape[1:] not in shapes:
                 expected = " or ".join(f"(T, {', '.join(map(str, s))})" for s in shapes)
-                raise ValueError(f"motion {self.name!r}: {name} has shape {value.shape}, expected {expected}")
+                raise InputError(f"motion {self.name!r}: {name} has shape {value.shape}, expected {expected}")
         if self.single_image and len(self) != 1:
-            raise ValueError(f"motion {self.name!r}: a single driving image has one frame, got {len(self)}")
+            raise InputError(f"motion {self.name!r}: a single driving image has one frame, got {len(self)}")
         if self.exp is not None and (self.exp.ndim != 3 or self.exp.shape[2] != 3):
-            raise ValueError(f"motion {self.name!r}: exp has shape {self.exp.shape}, expected (T, K, 3)")
+            raise InputError(f"motion {self.name!r}: exp has shape {self.exp.shape}, expected (T, K, 3)")
 
     def __len__(self) -> int:
         return next(len(getattr(self, n)) for n in self.FIELDS if getattr(self, n) is not None)

@@ -9,6 +9,7 @@ import numpy as np
 
 from generator.animate.liveportrait.camera import rotation_matrix
 from generator.animate.liveportrait.template import MotionSequence
+from thermvision_db.errors import InputError, MissingFileError
 
 
 # ---------------------------------------------------------------- driving videos
@@ -24,16 +25,16 @@ class OnnxFaceDetector:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"face detector {self.path} does not exist")
+            raise MissingFileError(f"face detector {self.path} does not exist")
         try:
             self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime's own exception types: name the file and keep the cause
-            raise ValueError(f"{self.path}: cannot be loaded as an ONNX face detector: {err}") from None
+            raise InputError(f"{self.path}: cannot be loaded as an ONNX face detector: {err}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape
         if len(shape) != 4:
-            raise ValueError(f"{self.path}: detector input must be (1, 3, H, W), got {shape}")
+            raise InputError(f"{self.path}: detector input must be (1, 3, H, W), got {shape}")
         self.size = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:]) else None
         self.min_score = min_score
 
@@ -47,7 +48,7 @@ class OnnxFaceDetector:
         boxes = np.asarray(self.session.run(None, {self.input_name: blob})[0], dtype=np.float64)
         boxes = boxes.reshape(-1, boxes.shape[-1])
         if boxes.shape[-1] not in (4, 5):
-            raise ValueError(f"{self.path}: detector output must be (N, 4|5) boxes, got {boxes.shape}")
+            raise InputError(f"{self.path}: detector output must be (N, 4|5) boxes, got {boxes.shape}")
         if boxes.shape[-1] == 5:
             boxes = boxes[boxes[:, 4] >= self.min_score]
         if not len(boxes):
@@ -67,11 +68,11 @@ def motion_from_video(path: str | os.PathLike, pipeline, detector=None, batch_si
     on frame 0 (re-detected where it fails) and one box averaged over the video crops every frame, as upstream.
     """
     from generator.animate.liveportrait.crop import crop_from_box, warp_crop
-    from thermvision_db.video import iter_frames, probe
+    from thermvision_db.io.decode import iter_frames, probe
 
     info = probe(path)
     if detector is None and info.width != info.height:
-        raise ValueError(f"{path} is {info.width}x{info.height}: not square, so not an aligned face video; "
+        raise InputError(f"{path} is {info.width}x{info.height}: not square, so not an aligned face video; "
                          "pass a face detector (--detector model.onnx) to crop it")
     frames = []
     for i, frame in enumerate(iter_frames(path)):
@@ -79,11 +80,11 @@ def motion_from_video(path: str | os.PathLike, pipeline, detector=None, batch_si
             break
         frames.append(frame)
     if not frames:
-        raise ValueError(f"no frames decoded from {path}")
+        raise InputError(f"no frames decoded from {path}")
     if detector is not None:
         boxes = [b for b in (detector(f) for f in frames[:: max(1, len(frames) // 16)]) if b is not None]
         if not boxes:
-            raise ValueError(f"{path}: the face detector found no face")
+            raise InputError(f"{path}: the face detector found no face")
         crop = crop_from_box(np.mean(boxes, axis=0), frames[0].shape[:2], crop_size=pipeline.cfg.input_size,
                              scale=crop_scale, vy_ratio=-0.1)
         frames = [warp_crop(f, crop) for f in frames]

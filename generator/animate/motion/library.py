@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from thermvision_db.errors import InputError, MissingFileError
+
 TEMPLATE_SUFFIXES = (".pkl", ".npz", ".safetensors")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
@@ -51,7 +53,7 @@ class ExpressionLibrary:
 
     def __init__(self, clips: list[ExpressionClip]):
         if not clips:
-            raise ValueError("an expression library needs at least one clip")
+            raise InputError("an expression library needs at least one clip")
         self.clips = clips
 
     def names(self) -> list[str]:
@@ -73,25 +75,25 @@ class ExpressionLibrary:
         clips = []
         for name, paths in entries.items():
             if not name or not name.replace("_", "").isalnum() or name in ("neutral", "blink", "mouth_open"):
-                raise ValueError(f"expression library: {name!r} is not a usable expression name (letters, digits, "
+                raise InputError(f"expression library: {name!r} is not a usable expression name (letters, digits, "
                                  "'_'; not neutral/blink/mouth_open, which are procedural)")
             for path in paths:
                 path = Path(path).expanduser()
                 if not path.is_file():
-                    raise FileNotFoundError(f"expression library: {path} ({name}) does not exist")
+                    raise MissingFileError(f"expression library: {path} ({name}) does not exist")
                 suffix = path.suffix.lower()
                 if suffix in TEMPLATE_SUFFIXES:
                     motion = load_motion(path)
                 elif suffix in VIDEO_SUFFIXES:
                     if pipeline is None:
-                        raise ValueError(f"expression library: {path} is a video; its motion needs the loaded "
+                        raise InputError(f"expression library: {path} is a video; its motion needs the loaded "
                                          "LivePortrait pipeline (motion extractor)")
                     motion, _ = clip_template(path, pipeline, cache_dir)
                 else:
-                    raise ValueError(f"expression library: {path} is neither a template ({', '.join(TEMPLATE_SUFFIXES)}) "
+                    raise InputError(f"expression library: {path} is neither a template ({', '.join(TEMPLATE_SUFFIXES)}) "
                                      f"nor a video ({', '.join(VIDEO_SUFFIXES)})")
                 if motion.exp is None or len(motion) < 2:
-                    raise ValueError(f"expression library: {path} has no per-frame expressions (exp), so it cannot "
+                    raise InputError(f"expression library: {path} has no per-frame expressions (exp), so it cannot "
                                      f"drive the expression {name!r}")
                 eye = None if motion.eye_ratio is None else motion.eye_ratio.reshape(len(motion), -1).mean(axis=1)
                 lip = None if motion.lip_ratio is None else motion.lip_ratio.reshape(len(motion), -1)[:, 0]
@@ -110,6 +112,6 @@ def parse_library_spec(spec: str | dict | None) -> dict[str, list[str]]:
     for part in str(spec).split(","):
         name, sep, path = part.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"expression library {spec!r}: use 'name=file,name=file' (e.g. smile=smile.pkl)")
+            raise InputError(f"expression library {spec!r}: use 'name=file,name=file' (e.g. smile=smile.pkl)")
         entries.setdefault(name.strip(), []).append(path.strip())
     return entries

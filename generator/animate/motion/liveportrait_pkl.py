@@ -20,6 +20,7 @@ import numpy as np
 
 from generator.animate.liveportrait.template import MotionSequence
 from generator.safe_pickle import safe_pickle_load
+from thermvision_db.errors import InputError
 
 UPSTREAM_FPS = 25.0  # upstream's InferenceConfig.output_fps, used when a template names none
 
@@ -28,12 +29,12 @@ def _array(value, path: Path, where: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {where} is not numeric ({err})") from None
+        raise InputError(f"{path}: {where} is not numeric ({err})") from None
     fits = (arr.size > 0 and arr.size % 3 == 0) if -1 in shape else arr.size == int(np.prod(shape))
     if not fits:
-        raise ValueError(f"{path}: {where} has shape {arr.shape}, expected {shape}")
+        raise InputError(f"{path}: {where} has shape {arr.shape}, expected {shape}")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{path}: {where} holds NaN or infinite values")
+        raise InputError(f"{path}: {where} holds NaN or infinite values")
     return arr.reshape(shape)
 
 
@@ -42,12 +43,12 @@ def _frame_value(frame: dict, i: int, keys: tuple[str, ...], path: Path, shape: 
     for key in keys:
         if key in frame:
             return _array(frame[key], path, f"motion[{i}][{key!r}]", shape)
-    raise ValueError(f"{path}: motion[{i}] has no {' or '.join(repr(k) for k in keys)}")
+    raise InputError(f"{path}: motion[{i}] has no {' or '.join(repr(k) for k in keys)}")
 
 
 def _frames_to_arrays(frames: list, n: int, path: Path) -> dict[str, np.ndarray]:
     if not all(isinstance(f, dict) for f in frames[:n]):
-        raise ValueError(f"{path}: 'motion' must be a list of per-frame dicts")
+        raise InputError(f"{path}: 'motion' must be a list of per-frame dicts")
     return {
         "R": np.stack([_frame_value(f, i, ("R", "R_d"), path, (3, 3)) for i, f in enumerate(frames[:n])]),
         "exp": np.stack([_frame_value(f, i, ("exp",), path, (-1, 3)) for i, f in enumerate(frames[:n])]),
@@ -63,9 +64,9 @@ def _frame_count(declared, available: int, path: Path) -> int:
     try:
         n = int(declared)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: n_frames {declared!r} is not a number") from None
+        raise InputError(f"{path}: n_frames {declared!r} is not a number") from None
     if not 1 <= n <= available:
-        raise ValueError(f"{path}: n_frames is {n} but the template holds {available} frames")
+        raise InputError(f"{path}: n_frames is {n} but the template holds {available} frames")
     return n
 
 
@@ -76,7 +77,7 @@ def _ratio_list(data: dict, keys: tuple[str, str], n: int, width: int, path: Pat
         return None
     values = data[key]
     if not isinstance(values, (list, tuple)) or len(values) < n:
-        raise ValueError(f"{path}: {key!r} must list one entry per frame ({n}), got "
+        raise InputError(f"{path}: {key!r} must list one entry per frame ({n}), got "
                          f"{len(values) if isinstance(values, (list, tuple)) else type(values).__name__}")
     return np.stack([_array(v, path, f"{key}[{i}]", (width,)) for i, v in enumerate(values[:n])])
 
@@ -99,20 +100,20 @@ def _first_release(data: list, path: Path) -> MotionSequence:
     else:
         frames, landmarks = data, None
     if not frames or not isinstance(frames[0], dict):
-        raise ValueError(f"{path}: a list template must hold per-frame dicts (upstream's first-release layout)")
+        raise InputError(f"{path}: a list template must hold per-frame dicts (upstream's first-release layout)")
     n = _frame_count(frames[0].get("n_frames"), len(frames), path)
     arrays = _frames_to_arrays(frames, n, path)
     eye = lip = None
     if landmarks is not None:
         if not isinstance(landmarks, (list, tuple, np.ndarray)):
-            raise ValueError(f"{path}: the second entry must list the driving landmarks, "
+            raise InputError(f"{path}: the second entry must list the driving landmarks, "
                              f"got {type(landmarks).__name__}")
         try:
             lmk = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in landmarks[:n]])
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: the landmark list is not (T, N, 2) numbers ({err})") from None
+            raise InputError(f"{path}: the landmark list is not (T, N, 2) numbers ({err})") from None
         if len(lmk) < n or lmk.shape[1] != 203 or not np.isfinite(lmk).all():
-            raise ValueError(f"{path}: expected {n} frames of 203 finite landmarks, got {lmk.shape[:2]}")
+            raise InputError(f"{path}: expected {n} frames of 203 finite landmarks, got {lmk.shape[:2]}")
         eye, lip = ratios_from_landmarks(lmk)
     return MotionSequence(**arrays, eye_ratio=eye, lip_ratio=lip, fps=UPSTREAM_FPS, relative=True, name=path.stem,
                           single_image=n == 1, extra={"layout": "liveportrait-first-release"})
@@ -126,10 +127,10 @@ def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
     if isinstance(data, list):
         return _first_release(data, path)
     if not isinstance(data, dict) or "motion" not in data:
-        raise ValueError(f"{path} is not a LivePortrait motion template (no 'motion' list)")
+        raise InputError(f"{path} is not a LivePortrait motion template (no 'motion' list)")
     frames = data["motion"]
     if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{path}: 'motion' must be a non-empty list of per-frame dicts")
+        raise InputError(f"{path}: 'motion' must be a non-empty list of per-frame dicts")
     n = _frame_count(data.get("n_frames"), len(frames), path)
     arrays = _frames_to_arrays(frames, n, path)
     eye = _ratio_list(data, ("c_eyes_lst", "c_d_eyes_lst"), n, 2, path)
@@ -138,7 +139,7 @@ def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
     try:
         fps = float(fps)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: output_fps {fps!r} is not a number") from None
+        raise InputError(f"{path}: output_fps {fps!r} is not a number") from None
     layout = "liveportrait" if "R" in frames[0] else "liveportrait-R_d"
     return MotionSequence(**arrays, eye_ratio=eye, lip_ratio=lip, fps=fps, relative=True, name=path.stem,
                           single_image=n == 1, extra={"layout": layout})
@@ -154,5 +155,5 @@ def load_lip_array(path: str | os.PathLike) -> np.ndarray:
     data = safe_pickle_load(path.read_bytes(), str(path))
     if not isinstance(data, np.ndarray) or data.ndim not in (2, 3) or data.shape[-1] != 3:
         shape = getattr(data, "shape", type(data).__name__)
-        raise ValueError(f"{path}: expected upstream's lip array of shape (1, K, 3), got {shape}")
+        raise InputError(f"{path}: expected upstream's lip array of shape (1, K, 3), got {shape}")
     return data.reshape(-1, 3).astype(np.float32)

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from generator.animate.liveportrait.template import MotionSequence
+from thermvision_db.errors import InputError, MissingFileError
 
 PAPER_CLIPS = {"head_pose": "d3.mp4", "expression": "d19.mp4"}
 PAPER_FRAMES = {"head_pose": 354, "expression": 250}
@@ -26,7 +27,7 @@ def paper_clip_paths(spec: str | os.PathLike | dict | None) -> dict[str, Path]:
     """{set: clip}: from a LivePortrait checkout (its assets/examples/driving holds d3.mp4 and d19.mp4), that
     driving folder itself, or explicit paths ({"head_pose": ..., "expression": ...} or "head_pose=a.mp4,expression=b.mp4")."""
     if spec is None:
-        raise ValueError("motion 'paper' needs LivePortrait's driving clips: pass driving_clips (--driving-clips) "
+        raise InputError("motion 'paper' needs LivePortrait's driving clips: pass driving_clips (--driving-clips) "
                          "with a LivePortrait checkout, its assets/examples/driving folder, or "
                          "'head_pose=d3.mp4,expression=d19.mp4'")
     if isinstance(spec, dict):
@@ -42,10 +43,10 @@ def paper_clip_paths(spec: str | os.PathLike | dict | None) -> dict[str, Path]:
         paths = {k: folder / v for k, v in PAPER_CLIPS.items()}
     unknown = sorted(set(paths) - set(PAPER_CLIPS))
     if unknown:
-        raise ValueError(f"driving clips: unknown set(s) {unknown}; use head_pose= and expression=")
+        raise InputError(f"driving clips: unknown set(s) {unknown}; use head_pose= and expression=")
     for name, path in paths.items():
         if not path.is_file():
-            raise FileNotFoundError(f"driving clip for {name} not found: {path} (the paper used LivePortrait's "
+            raise MissingFileError(f"driving clip for {name} not found: {path} (the paper used LivePortrait's "
                                     f"{DRIVING_SUBDIR / PAPER_CLIPS[name]})")
     return paths
 

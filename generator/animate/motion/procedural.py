@@ -6,6 +6,7 @@ import numpy as np
 
 from generator.animate.liveportrait.camera import rotation_matrix
 from generator.animate.liveportrait.template import MotionSequence
+from thermvision_db.errors import InputError
 
 
 # ---------------------------------------------------------------- procedural programs
@@ -28,7 +29,7 @@ def head_pose_sweep(num_frames: int = 354, yaw: float = 45.0, pitch: float = 25.
     is the pose the head was given.
     """
     if num_frames < 3:
-        raise ValueError("a head-pose sweep needs at least 3 frames")
+        raise InputError("a head-pose sweep needs at least 3 frames")
     sizes = [num_frames // 3 + (1 if i < num_frames % 3 else 0) for i in range(3)]
     angles = np.zeros((3, num_frames), dtype=np.float64)  # yaw, pitch, roll
     start = 0
@@ -55,7 +56,7 @@ def expression_set(num_frames: int = 250, eye_open: float = 0.35, lip_open: floa
     Ratios follow upstream's landmark definitions: eye ~0.35 open, 0 closed; lip 0 closed, ~0.6 wide open.
     """
     if num_frames < 10:
-        raise ValueError("an expression set needs at least 10 frames")
+        raise InputError("an expression set needs at least 10 frames")
     eye = np.full(num_frames, eye_open)
     lip = np.zeros(num_frames)
     third = num_frames // 3

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from generator.animate.liveportrait.template import MotionSequence
-from generator.animate.motion.liveportrait_pkl import (
-    load_lip_array,
-    load_liveportrait_pkl,
-)
+from generator.animate.motion.liveportrait_pkl import load_lip_array, load_liveportrait_pkl
+from thermvision_db.errors import InputError
 
 __all__ = ["load_lip_array", "load_liveportrait_pkl", "load_motion", "load_template", "save_template"]
 
@@ -35,7 +33,7 @@ def save_template(motion: MotionSequence, path: str | os.PathLike) -> Path:
 
         save_file(arrays, str(tmp), metadata={"thermvision_motion": json.dumps(meta)})
     else:
-        raise ValueError(f"{path}: motion templates are saved as .npz or .safetensors")
+        raise InputError(f"{path}: motion templates are saved as .npz or .safetensors")
     os.replace(tmp, path)
     return path
 
@@ -56,12 +54,12 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
             arrays = load_file(str(path))
             meta = json.loads(metadata.get("thermvision_motion", "{}"))
         except Exception as err:  # SafetensorError, a JSON error in the metadata
-            raise ValueError(f"{path}: not a readable motion template ({type(err).__name__}: {err})") from None
+            raise InputError(f"{path}: not a readable motion template ({type(err).__name__}: {err})") from None
     else:
-        raise ValueError(f"{path}: not a motion template (.npz, .safetensors or LivePortrait .pkl)")
+        raise InputError(f"{path}: not a motion template (.npz, .safetensors or LivePortrait .pkl)")
     unknown = set(arrays) - set(MotionSequence.FIELDS)
     if unknown:
-        raise ValueError(f"{path}: unknown motion fields {sorted(unknown)}; expected some of {MotionSequence.FIELDS}")
+        raise InputError(f"{path}: unknown motion fields {sorted(unknown)}; expected some of {MotionSequence.FIELDS}")
     return MotionSequence(**arrays, fps=float(meta.get("fps", 25.0)), relative=bool(meta.get("relative", True)),
                           name=str(meta.get("name", path.stem)), single_image=bool(meta.get("single_image", False)))
 

@@ -33,6 +33,7 @@ import numpy as np
 from generator.animate.liveportrait.camera import rotation_matrix
 from generator.animate.liveportrait.template import MotionSequence
 from generator.stills.prompts import derive_seed
+from thermvision_db.errors import InputError
 
 VARIED_RANGES = {
     "yaw": (20.0, 45.0), "pitch": (10.0, 25.0), "roll": (8.0, 25.0), "swing_speed": (0.7, 1.3),
@@ -74,7 +75,7 @@ class LabelledMotion:
         exp = None
         if self.exp_delta is not None:
             if source_exp is None:
-                raise ValueError(f"motion {self.name!r} has library expressions: bind it to a source's expression")
+                raise InputError(f"motion {self.name!r} has library expressions: bind it to a source's expression")
             exp = np.asarray(source_exp, np.float32).reshape(1, -1, 3) + self.exp_delta
         eye = np.where(np.isnan(self.eye_ratio), source_eye_ratio, self.eye_ratio)
         lip = np.where(np.isnan(self.lip_ratio), source_lip_ratio, self.lip_ratio)
@@ -155,9 +156,9 @@ def varied_program(run_seed: int, index: int, set_name: str, num_frames: int, fp
                    library=None) -> LabelledMotion:
     """Identity `index`'s program for one video set ("head_pose" or "expression") of `num_frames` frames."""
     if set_name not in ("head_pose", "expression"):
-        raise ValueError(f"set must be 'head_pose' or 'expression', got {set_name!r}")
+        raise InputError(f"set must be 'head_pose' or 'expression', got {set_name!r}")
     if num_frames < 3:
-        raise ValueError(f"a varied {set_name} program needs at least 3 frames, got {num_frames}")
+        raise InputError(f"a varied {set_name} program needs at least 3 frames, got {num_frames}")
     rng = random.Random(derive_seed(run_seed, index, f"motion/{set_name}"))
     R = VARIED_RANGES
     eye_level = rng.uniform(*R["eye_open"])
@@ -213,7 +214,7 @@ def varied_program(run_seed: int, index: int, set_name: str, num_frames: int, fp
             if exp_delta is None:
                 exp_delta = np.zeros((num_frames, clip.exp_delta.shape[1], 3), np.float32)
             elif exp_delta.shape[1] != clip.exp_delta.shape[1]:
-                raise ValueError(f"expression library clip {clip.source} has {clip.exp_delta.shape[1]} keypoints, "
+                raise InputError(f"expression library clip {clip.source} has {clip.exp_delta.shape[1]} keypoints, "
                                  f"others have {exp_delta.shape[1]}")
             exp_delta[start:stop] = clip.stretched(n)
             eye[start:stop], lip[start:stop] = np.nan, np.nan

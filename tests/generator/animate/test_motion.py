@@ -14,8 +14,8 @@ from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.model import LivePortraitNetworks
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline, to_input
 from generator.preprocess import preprocess
-from thermvision_db.video import read_frames
-from thermvision_db.video_write import write_mp4
+from thermvision_db.io.decode import read_frames
+from thermvision_db.io.encode import write_mp4
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_thermal_preprocessing_steps():
 def test_cli_animates_a_still_and_writes_video_frames_and_motion(tmp_path):
     from PIL import Image
 
-    from thermvision_db.cli import main
+    from thermvision_db.cli.main import main
 
     Image.fromarray(np.full((64, 64), 120, np.uint8)).save(tmp_path / "id0.png")
     rc = main(["generate", "--stage", "animate", "--source", str(tmp_path / "id0.png"), "--driving", "head_pose",

@@ -14,7 +14,7 @@ from generator.animate.motion.paper import clip_template, paper_clip_paths
 from generator.animate.motion.templates import save_template
 from generator.animate.motion.varied import VARIED_RANGES, varied_program
 from generator.animate.liveportrait.template import MotionSequence
-from thermvision_db.video_write import write_mp4
+from thermvision_db.io.encode import write_mp4
 
 
 def tiny_pipe(seed):

@@ -18,9 +18,9 @@ from generator.animate.liveportrait.pipeline import LivePortraitPipeline
 from generator.animate.liveportrait.template import MotionSequence
 from generator.animate.motion import head_pose_sweep
 from generator.annotate.onnx_models import cut_crop
-from generator.annotate.tiny_onnx import write_bad_model, write_landmarker54, write_landmarker203, write_yolo_detector
-from thermvision_db.features import frame_features
-from thermvision_db.labels import SFTL54_FLIP_PAIRS
+from tests.support.tiny_onnx import write_bad_model, write_landmarker54, write_landmarker203, write_yolo_detector
+from thermvision_db.schema.features import frame_features
+from thermvision_db.schema.labels import SFTL54_FLIP_PAIRS
 
 # Under rigid motion propagation is exact up to float32 rounding: the measured worst case is 5e-6 px (64 px source,
 # 128 px output, and a 76.8 px crop pasted into 96 x 128); 1e-3 px leaves room for other BLAS builds.

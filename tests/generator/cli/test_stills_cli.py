@@ -8,7 +8,7 @@ from PIL import Image
 
 from generator.stills.prompts import sample_identity
 from generator.stills.files import load_still
-from thermvision_db.cli import main
+from thermvision_db.cli.main import main
 
 SMALL = ["--stills-size", "32", "--stills-steps", "4"]
 

@@ -21,7 +21,7 @@ from generator.corpus.barrier import WORKERS_DIR, announce, wait_for
 from generator.corpus.claims import Claims
 from generator.corpus.pipeline import DiskFullError, GenerationPipeline
 from generator.corpus.settings import GenerationSettings
-from thermvision_db.generated import CorpusError, GeneratedCorpus
+from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus
 
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 REPO = Path(__file__).resolve().parents[3]
@@ -117,7 +117,7 @@ def _enospc_writer(real_atomic_write, hit):
 @pytest.mark.parametrize("where", ["stills", "run.json"])
 def test_a_disk_full_before_the_first_identity_is_a_disk_full_error(tmp_path, monkeypatch, where):
     import generator.stills.files as files
-    import thermvision_db.atomic as atomic
+    import thermvision_db.io.atomic as atomic
 
     if where == "stills":
         monkeypatch.setattr(files, "atomic_write", _enospc_writer(atomic.atomic_write, lambda p: True))

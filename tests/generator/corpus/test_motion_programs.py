@@ -7,8 +7,8 @@ import pytest
 
 from generator.corpus.pipeline import GenerationPipeline
 from generator.corpus.settings import GenerationSettings
-from thermvision_db.generated import GeneratedCorpus
-from thermvision_db.video_write import write_mp4
+from thermvision_db.schema.generated_corpus import GeneratedCorpus
+from thermvision_db.io.encode import write_mp4
 
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 

@@ -27,8 +27,8 @@ from generator.corpus.workers import Worker, parse_shard
 from generator.stills.prompts import image_seed, sample_identity
 from generator.corpus.settings import GenerationSettings, parse_motion
 from thermvision_db import load_dataset
-from thermvision_db.generated import CorpusError, GeneratedCorpus
-from thermvision_db.video import read_frames
+from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus
+from thermvision_db.io.decode import read_frames
 
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 MOTION = "head_pose=5,expression=10"
@@ -244,7 +244,7 @@ def test_pixel_embedding_and_selection():
 
 
 def test_detector_labels_are_kept_beside_propagated(tmp_path):
-    from generator.annotate.tiny_onnx import write_yolo_detector
+    from tests.support.tiny_onnx import write_yolo_detector
 
     # a detector that always sees one face at (24..40, 20..44) of its 64x64 input
     detector = write_yolo_detector(tmp_path / "det.onnx", [[32, 32, 16, 24, 0.9]], input_size=(64, 64))
@@ -300,7 +300,7 @@ def test_full_disk_is_refused_before_starting(tmp_path, monkeypatch):
 
 
 def test_disk_filling_up_mid_run_keeps_finished_identities(reference, tmp_path, monkeypatch):
-    import thermvision_db.video_write as video
+    import thermvision_db.io.encode as video
 
     real = video.H264Writer.close
     calls = {"n": 0}
@@ -353,7 +353,7 @@ def test_generated_corpus_side_by_side_with_the_release(reference, mini, tmp_pat
 
 def test_eye_lip_model_sets_the_source_opening(tmp_path):
     """A 203-point model with placed eyes and lips: the recorded source ratios are the analytic ones."""
-    from generator.annotate.tiny_onnx import write_landmarker203
+    from tests.support.tiny_onnx import write_landmarker203
 
     points = np.random.default_rng(0).uniform(0.2, 0.8, (203, 2))
     placed = {0: (0.30, 0.40), 12: (0.40, 0.40), 6: (0.35, 0.38), 18: (0.35, 0.42),  # left eye 0.04 / 0.10

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from generator.corpus.writers import VideoSpec, WriterError, WriterPool, default_writer_processes
-from thermvision_db.miniature import face_box, render_thermal_face
-from thermvision_db.video import read_frames
-from thermvision_db.video_write import choose_h264_encoder, encode_png, nvenc_usable, write_mp4
+from thermvision_db.demo.miniature import face_box, render_thermal_face
+from thermvision_db.io.decode import read_frames
+from thermvision_db.io.encode import choose_h264_encoder, encode_png, nvenc_usable, write_mp4
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -86,7 +86,7 @@ def test_gray_rows_load_as_rgb(tmp_path):
     """The `frames` schema decodes a 1-channel generated PNG to the RGB image a 3-channel file would give."""
     import datasets
 
-    from thermvision_db.features import frame_features
+    from thermvision_db.schema.features import frame_features
 
     gray = _faces(1, size=48)[0]
     (tmp_path / "f.png").write_bytes(encode_png(gray))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import thermvision_db.miniature as miniature
+import thermvision_db.demo.miniature as miniature
 from generator.evaluate.compare import compare_corpora
 from generator.evaluate.realism import fid_kid
 from thermvision_db import load_dataset
-from thermvision_db.cli import main
-from thermvision_db.features import frame_features
-from thermvision_db.rows import named_frame_row
+from thermvision_db.cli.main import main
+from thermvision_db.schema.features import frame_features
+from thermvision_db.tools.label_names import named_frame_row
 
 SIZE, FRAMES = 64, 6
 STILL = [8.0, 12.0, 24.0, 30.0]  # corpus "released": the face never moves

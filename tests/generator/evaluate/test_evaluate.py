@@ -7,8 +7,8 @@ from generator.evaluate.frames import EvaluationError, VideoFrames
 from generator.evaluate.identity import OnnxEmbedder, face_crop, identity_scores
 from generator.evaluate.stability import box_qc, frame_change, landmark_jitter
 from generator.evaluate.report import evaluate
-from thermvision_db.cli import main
-from thermvision_db.miniature import canonical_landmarks, write_miniature
+from thermvision_db.cli.main import main
+from thermvision_db.demo.miniature import canonical_landmarks, write_miniature
 
 
 def test_static_video_has_zero_jitter_and_zero_change():

@@ -55,7 +55,7 @@ def test_chart_panels_stack_one_chart_per_unit():
 
 
 def test_report_without_landmarks_says_na(tmp_path):
-    from thermvision_db.miniature import write_miniature
+    from thermvision_db.demo.miniature import write_miniature
 
     corpus = write_miniature(tmp_path / "mini", identities=("F_01",), frames_per_video=4, landmarks=False)
     evaluate(corpus.root, tmp_path / "report", cache_dir=str(tmp_path / "hf"), progress=False)

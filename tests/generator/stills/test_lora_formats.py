@@ -141,7 +141,7 @@ def test_ignored_keys_are_refused_unless_allowed_and_recorded_in_the_sidecar(koh
 
 
 def test_cli_refuses_ignored_keys_and_applies_with_the_flag(kohya, tmp_path, capsys):
-    from thermvision_db.cli import main
+    from thermvision_db.cli.main import main
 
     path, tensors = kohya
     partial = rewrite(path, {**tensors, f"{PROJ}.diff_b": torch.randn(D)}, "diff_b.safetensors")

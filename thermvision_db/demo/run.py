@@ -13,9 +13,9 @@ from pathlib import Path
 
 def _loader_part(out: Path) -> Path:
     from thermvision_db import load_dataset
-    from thermvision_db.miniature import write_miniature
-    from thermvision_db.rows import label_names, named_frame_row
-    from thermvision_db.visualize import contact_sheet, draw_annotations, with_legend
+    from thermvision_db.demo.miniature import write_miniature
+    from thermvision_db.tools.label_names import label_names, named_frame_row
+    from thermvision_db.tools.pictures import contact_sheet, draw_annotations, with_legend
 
     corpus = write_miniature(out / "corpus", frames_per_video=12, size=128, landmarks=True)
     print(f"[1/3] miniature corpus: {len(corpus.identities)} identities, {len(corpus.members)} videos in {out / 'corpus'} "
@@ -56,7 +56,7 @@ def run_demo(out: Path) -> None:
     print(f"      picture: {sheet}")
     import torch
 
-    from thermvision_db import demo_generator
+    from thermvision_db.demo import synthetic as demo_generator
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks gain nothing from threads, and on busy shared cores threads spin (2x slower)

@@ -22,8 +22,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from thermvision_db.atomic import atomic_write_bytes
-from thermvision_db.release import SourceError, _ZipArchive
+from thermvision_db.io.atomic import atomic_write_bytes
+from thermvision_db.sources.base import MissingRemoteFile, SourceError
+from thermvision_db.sources.local import ZipArchive
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class _SparseFile(io.RawIOBase):
         return out
 
 
-class RemoteZipArchive(_ZipArchive):
+class RemoteZipArchive(ZipArchive):
     """One released zip at a URL, read member by member; picklable for `num_proc` and DataLoader workers."""
 
     def __init__(self, url: str, root: str, storage_options: dict | None = None, readahead: int = READAHEAD_BYTES):
@@ -286,7 +287,7 @@ def open_range_reader(url: str, storage_options: dict | None = None) -> RangeRea
     try:
         info = fs.info(path)
     except FileNotFoundError as err:
-        raise SourceError(f"{url} does not exist (or needs credentials to be seen)") from err
+        raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
     except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth: all end here with the URL named
         raise SourceError(f"cannot reach {url}: {type(err).__name__}: {err}") from err
     if not info.get("size"):

@@ -16,7 +16,7 @@ import datasets
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from thermvision_db.atomic import atomic_write_text
+from thermvision_db.io.atomic import atomic_write_text
 
 MAX_SHARD_BYTES = 500 * 1024**2
 LICENSE_LINK = "https://huggingface.co/datasets/MAli-Farooq/ThermVision-DB"

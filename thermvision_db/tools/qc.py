@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from thermvision_db.release import Member, ReleaseSource
-from thermvision_db.released_rows import read_video_record
+from thermvision_db.errors import InputError
+from thermvision_db.schema.members import Member
+from thermvision_db.sources.local import ReleaseSource
+from thermvision_db.sources.released import read_video_record
 
 RELEASED_MISSING = 77
 RELEASED_MULTIPLE = 2
@@ -56,8 +58,8 @@ def deep_check(source: ReleaseSource, members: list[Member], progress: bool = Tr
 
     from PIL import Image
 
-    from thermvision_db import video as video_io
-    from thermvision_db.released_rows import _video_input, video_name
+    from thermvision_db.io import decode as video_io
+    from thermvision_db.sources.released import _video_input, video_name
 
     problems = []
     for member in tqdm(members, desc="decoding", disable=not progress):
@@ -69,7 +71,7 @@ def deep_check(source: ReleaseSource, members: list[Member], progress: bool = Tr
             try:
                 with Image.open(io.BytesIO(source.read(member.gender, png))) as image:
                     if image.format != "PNG":
-                        raise ValueError(f"a {image.format} image, not a PNG")
+                        raise InputError(f"a {image.format} image, not a PNG")
                     image.load()
             except Exception as err:  # noqa: BLE001 - PIL raises many types on damaged files; each is reported, none stops the run
                 problems.append((name, f"{type(err).__name__}: {err}"))

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import datasets
 
-from thermvision_db import features as schema
-from thermvision_db.generated import CorpusError, GeneratedCorpus, identity_name
-from thermvision_db.generator_package import check_generator_package
-from thermvision_db.images2d import category_folders, image_rows
-from thermvision_db.release import IDENTITIES, MEMBERS, SourceError, is_url, resolve_data_dir
-from thermvision_db.released_rows import frame_rows, video_row
-from thermvision_db.splits import assign
-from thermvision_db.video import BACKENDS, _check_backend
+from thermvision_db.errors import InputError
+from thermvision_db.hf import door
+from thermvision_db.hf.per_call import memo
+from thermvision_db.io.decode import BACKENDS, _check_backend
+from thermvision_db.schema import features as schema
+from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, identity_name
+from thermvision_db.schema.members import IDENTITIES, MEMBERS
+from thermvision_db.schema.splits import assign
+from thermvision_db.sources.base import SourceError, is_url
+from thermvision_db.sources.hub import resolve_data_dir
+from thermvision_db.sources.images2d import category_folders, image_rows
+from thermvision_db.sources.released import frame_rows, video_row
 
 _DESCRIPTION = (
     "ThermVision-DB: synthetic long-wave infrared face videos (50 identities, 100 videos, 30,200 frames) "
@@ -33,6 +37,14 @@ _CITATION = """@article{thermvisiondb2026,
 }"""
 SYNTHETIC_CONFIGS = ("synthetic", "synthetic_videos")
 _LICENSE = "Non-commercial research use (the corpus); FLUX.1-dev [dev] Non-Commercial License (the generator weights)."
+
+
+def opened_source(data_dir):
+    """The released corpus at `data_dir` (a folder or a URL), opened once per `load_dataset` call."""
+    from thermvision_db.sources.remote import open_release
+
+    key = data_dir if is_url(data_dir) else str(Path(data_dir).resolve())
+    return memo(("source", key), lambda: open_release(data_dir))
 
 
 @dataclass
@@ -59,41 +71,34 @@ class ThermVisionConfig(datasets.BuilderConfig):
 
     def generation_settings(self):
         """The generator's settings for this configuration (validated: unknown presets fail here)."""
-        check_generator_package()
-        from generator.corpus.settings import GenerationSettings
-
-        motion = self.motion or ("varied:paper" if self.preset == "thermvision" else "varied:short")
-        return GenerationSettings(preset=self.preset, seed=self.seed, motion=motion, **(self.generator_options or {}))
+        return door.generation_settings(self.preset, self.seed, self.motion, self.generator_options)
 
     def synthetic_output_dir(self) -> Path:
         if self.output_dir:
             return Path(self.output_dir).expanduser()
         if self.num_identities is None:
-            raise ValueError(f"configuration {self.name!r} needs num_identities=N (to generate) or output_dir= "
+            raise InputError(f"configuration {self.name!r} needs num_identities=N (to generate) or output_dir= "
                              "(a generated corpus to read)")
-        check_generator_package()
-        from generator.corpus.settings import default_output_dir
-
-        return default_output_dir(self.generation_settings())
+        return door.default_output_dir(self.generation_settings())
 
     def validate(self) -> None:
         """Checked when the builder is made: `datasets` sets overrides on a copy without re-running __init__."""
         if self.synthetic:
             if self.num_identities is not None and (not isinstance(self.num_identities, int) or self.num_identities < 1):
-                raise ValueError(f"num_identities must be a positive integer, got {self.num_identities!r}")
+                raise InputError(f"num_identities must be a positive integer, got {self.num_identities!r}")
             if self.num_identities is not None:
                 self.generation_settings()
             self.synthetic_output_dir()
         if self.split_by not in {"identity", "none"}:
-            raise ValueError(f"split_by must be 'identity' or 'none', got {self.split_by!r}")
+            raise InputError(f"split_by must be 'identity' or 'none', got {self.split_by!r}")
         if self.video_backend not in BACKENDS:
-            raise ValueError(f"video_backend must be one of {BACKENDS}, got {self.video_backend!r}")
+            raise InputError(f"video_backend must be one of {BACKENDS}, got {self.video_backend!r}")
         _check_backend(self.video_backend)  # a missing decoder says which extra to install, before any generation
         if self.identities is not None:
             self.identities = tuple(self.identities)
             unknown = sorted(set(self.identities) - set(IDENTITIES))
             if unknown:
-                raise ValueError(f"unknown identities {unknown}; identity keys look like 'F_01' or 'M_07'")
+                raise InputError(f"unknown identities {unknown}; identity keys look like 'F_01' or 'M_07'")
 
 
 class ThermVisionDB(datasets.GeneratorBasedBuilder):
@@ -141,14 +146,9 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         out = self.config.synthetic_output_dir()
         wanted = self.config.num_identities
         if wanted is not None:
-            check_generator_package()
-            from generator.corpus.pipeline import GenerationPipeline
-
-            pipeline = GenerationPipeline(self.config.generation_settings(), out, device=self.config.device)
-            summary = pipeline.run(wanted)
+            summary = door.generate(self.config.generation_settings(), out, wanted, self.config.device)
             if summary.failures:
                 raise CorpusError(f"{len(summary.failures)} identities failed to generate: {summary.failures[0]}")
-            pipeline.wait_for_identities(wanted)
         corpus = GeneratedCorpus(out)
         records = {r["identity"]: r for r in corpus.records() if wanted is None or r["index"] < wanted}
         groups = assign(list(records), self.config.split_by, splitter=lambda name: records[name]["split"])
@@ -164,9 +164,7 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
                 raise SourceError(f"the images configuration reads a local folder, not {data_dir}")
             folders = category_folders(Path(data_dir))
             return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"folders": [[f] for f in folders]})]
-        from thermvision_db.remote import open_release
-
-        source = open_release(data_dir)  # a folder, or a URL read in place
+        source = opened_source(data_dir)  # a folder, or a URL read in place
         wanted = None if self.config.identities is None else [m for m in MEMBERS if m.identity in self.config.identities]
         members = source.present_members(wanted)  # only the asked-for identities' archive is opened
         if not members:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 def run(out: Path, identities: int = 2, motion: str = "head_pose=24,expression=12") -> str:
     from thermvision_db import load_dataset
-    from thermvision_db.rows import label_names, named_frame_row
-    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif, with_legend
+    from thermvision_db.tools.label_names import label_names, named_frame_row
+    from thermvision_db.tools.pictures import contact_sheet, draw_annotations, save_gif, with_legend
 
     corpus = out / "generated"
     # still_batch = identities: the tiny FLUX samples exactly the stills used (the default block of 8 would make 8)

@@ -6,6 +6,8 @@ face masked: a frame-level or video-level split would leak identities between tr
 
 from __future__ import annotations
 
+from thermvision_db.errors import InputError
+
 SPLIT_NAMES = ("train", "validation", "test")
 
 # Fixed once (seeded draw of 3 female + 3 male identities per held-out split), listed in the README.
@@ -35,7 +37,7 @@ def synthetic_split(identity_index: int) -> str:
 def assign(identities: list[str], split_by: str = "identity", splitter=released_split) -> dict[str, list[str]]:
     """Group identities by split; `split_by="none"` puts everything in train."""
     if split_by not in {"identity", "none"}:
-        raise ValueError(f"split_by must be 'identity' or 'none', got {split_by!r}")
+        raise InputError(f"split_by must be 'identity' or 'none', got {split_by!r}")
     groups: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES} if split_by == "identity" else {"train": []}
     for identity in identities:
         groups["train" if split_by == "none" else splitter(identity)].append(identity)

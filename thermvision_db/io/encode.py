@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from thermvision_db.errors import InputError
+
 H264_ENCODERS = {"x264": "libx264", "nvenc": "h264_nvenc"}
 
 PNG_COMPRESSION = 1  # zlib level: 1 is ~11x faster than PIL's default 6 through OpenCV, files about as small
@@ -46,7 +48,7 @@ def choose_h264_encoder(preference: str = "auto", nvenc_available: bool | None =
     """The PyAV codec name for `preference`: 'nvenc' (h264_nvenc), 'x264' (libx264), or 'auto' = NVENC when
     usable, else x264. Asking for 'nvenc' where it cannot open is an error, not a silent fallback."""
     if preference not in ("auto", *H264_ENCODERS):
-        raise ValueError(f"unknown video encoder {preference!r}; choose auto, x264 or nvenc")
+        raise InputError(f"unknown video encoder {preference!r}; choose auto, x264 or nvenc")
     if preference == "x264":
         return "libx264"
     usable = nvenc_usable() if nvenc_available is None else nvenc_available
@@ -76,7 +78,7 @@ def is_gray(frame: np.ndarray) -> bool:
 def _check_frame(frame) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
-        raise ValueError(f"frames must be (H, W, 3) or (H, W) uint8, got {frame.shape} {frame.dtype}")
+        raise InputError(f"frames must be (H, W, 3) or (H, W) uint8, got {frame.shape} {frame.dtype}")
     return frame
 
 
@@ -94,7 +96,7 @@ def encode_png(frame: np.ndarray) -> bytes:
     image = frame if frame.ndim == 2 else frame[..., 0] if is_gray(frame) else frame[..., ::-1]  # OpenCV is BGR
     ok, data = cv2.imencode(".png", np.ascontiguousarray(image), params)
     if not ok:
-        raise ValueError(f"OpenCV could not encode a {frame.shape} frame as PNG")
+        raise InputError(f"OpenCV could not encode a {frame.shape} frame as PNG")
     return data.tobytes()
 
 
@@ -138,7 +140,7 @@ class H264Writer:
             self.stream.pix_fmt = "yuv420p"
             self.size = frame.shape[:2]
         if frame.shape[:2] != self.size:
-            raise ValueError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
+            raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
                              f"{self.size[1]}x{self.size[0]}")
         gray = frame if frame.ndim == 2 else frame[..., 0] if is_gray(frame) else None
         video_frame = (av.VideoFrame.from_ndarray(np.ascontiguousarray(gray), format="gray") if gray is not None
@@ -152,7 +154,7 @@ class H264Writer:
         """Flush, close and rename into place; on any error nothing is left at `path`."""
         try:
             if self.stream is None:
-                raise ValueError("no frames to write")
+                raise InputError("no frames to write")
             for packet in self.stream.encode():
                 self.container.mux(packet)
             self.container.close()

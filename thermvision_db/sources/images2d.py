@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from thermvision_db.release import ARCHIVES, GENDER_ROOT, MEMBERS, SourceError
+from thermvision_db.schema.members import ARCHIVES, GENDER_ROOT, MEMBERS
+from thermvision_db.sources.base import SourceError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _CATEGORY_WORDS = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datasets
 
-from thermvision_db.labels import NUM_LANDMARKS, QC_NAMES, SOURCE_NAMES
+from thermvision_db.schema.labels import NUM_LANDMARKS, QC_NAMES, SOURCE_NAMES
 
 List = getattr(datasets, "List", None) or datasets.Sequence
 GENDERS = ["female", "male"]
@@ -71,7 +71,7 @@ def frame_features(identities: list[str]) -> datasets.Features:
 
 
 def video_features(identities: list[str]) -> datasets.Features:
-    """One row per video; `video` is stored undecoded and read by `thermvision_db.video` (no torchcodec)."""
+    """One row per video; `video` is stored undecoded and read by `thermvision_db.io.decode` (no torchcodec)."""
     return datasets.Features(
         {
             "video": datasets.Video(decode=False),

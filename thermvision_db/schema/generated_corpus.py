@@ -28,9 +28,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from thermvision_db.atomic import atomic_write_bytes
 from thermvision_db.errors import ThermVisionError
-from thermvision_db.splits import synthetic_split
+from thermvision_db.io.atomic import atomic_write_bytes
+from thermvision_db.schema.splits import synthetic_split
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.parquet"
@@ -158,10 +158,10 @@ class GeneratedCorpus:
                     image = {"path": str(png), "bytes": None}
                 else:  # a corpus generated with frames='none': decode the MP4 once
                     if decoded is None:
-                        from thermvision_db.video import iter_frames
+                        from thermvision_db.io.decode import iter_frames
 
                         decoded = iter_frames(folder / video["mp4"])
-                    from thermvision_db.video_write import encode_png
+                    from thermvision_db.io.encode import encode_png
 
                     try:
                         image = {"path": png.name, "bytes": encode_png(next(decoded))}

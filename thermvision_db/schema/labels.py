@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from thermvision_db.errors import ThermVisionError
-from thermvision_db.excerpt import excerpt
+from thermvision_db.errors import ThermVisionError, excerpt
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from thermvision_db import video as video_io
-from thermvision_db.labels import (
-    FrameLabels,
-    parse_landmark_text,
-    parse_yolo_text,
-    repair_track,
-)
-from thermvision_db.release import Member, ReleaseSource, SourceError
+from thermvision_db.io import decode as video_io
+from thermvision_db.schema.labels import FrameLabels, parse_landmark_text, parse_yolo_text, repair_track
+from thermvision_db.schema.members import Member
+from thermvision_db.sources.base import SourceError
+from thermvision_db.sources.local import ReleaseSource
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +65,7 @@ def _local_png_problem(path: str) -> str | None:
 
 def video_name(source: ReleaseSource, member: Member) -> str:
     """How errors name a video: its file, or `zip:member`."""
-    local = source.local_path(member.gender, member.video_member)
-    if local:
-        return local
-    archive = source._find(member.gender, member.video_member)
-    return f"{getattr(archive, 'path', source.data_dir)}:{member.video_member}"
+    return source.describe(member.gender, member.video_member)
 
 
 def probe_video(source: ReleaseSource, member: Member) -> video_io.VideoInfo:

@@ -10,8 +10,10 @@ import logging
 import os
 from pathlib import Path
 
-from thermvision_db.release import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT, HUB_REPO_ID, ReleaseSource, SourceError, is_url
-from thermvision_db.remote_zip import RemoteZipArchive, archive_identity, open_range_reader
+from thermvision_db.schema.members import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT, HUB_REPO_ID
+from thermvision_db.sources.base import ArchiveSource, MissingRemoteFile, SourceError, is_url
+from thermvision_db.sources.local import ReleaseSource
+from thermvision_db.sources.remote_zip import RemoteZipArchive, archive_identity, open_range_reader
 
 logger = logging.getLogger(__name__)
 
@@ -20,34 +22,44 @@ def archive_url(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-class RemoteReleaseSource(ReleaseSource):
-    """ReleaseSource over the zips at a URL; only members a row asks for are fetched."""
+class RemoteReleaseSource(ArchiveSource):
+    """The released corpus over the zips at a URL; only members a row asks for are fetched."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
-        self.data_dir = url
         self.url = url.rstrip("/")
-        self.archives = {}
+        archives = {}
         for gender, zip_name in ARCHIVES.items():
             archive = RemoteZipArchive(archive_url(url, zip_name), GENDER_ROOT[gender], storage_options)
             try:
                 archive.reader  # noqa: B018 - opens it: size and existence
-            except SourceError as err:
-                if "does not exist" not in str(err):
-                    raise
+            except MissingRemoteFile as err:
                 logger.info("%s", err)
-                self.archives[gender] = []
+                archives[gender] = []
                 continue
-            self.archives[gender] = [archive]
+            archives[gender] = [archive]
+        super().__init__(url, archives)
         if not any(self.archives.values()):
             raise SourceError(f"{url} holds neither {' nor '.join(repr(z) for z in ARCHIVES.values())} (a URL must name "
                               f"the folder that holds the zips; extracted folders are read from local disk only)")
+
+    def fingerprint(self, members=None) -> str:
+        """Cache-key part of a URL source: each zip's content identity (LFS sha256 / ETag) and size."""
+        digest = hashlib.sha256(self.url.encode())
+        for gender, name in ARCHIVES.items():
+            found = self.archives.get(gender)
+            if not found:
+                digest.update(f"{name}:absent".encode())
+                continue
+            reader = found[0].reader
+            digest.update(f"{name}:{reader.size}:{archive_identity(reader.info)}".encode())
+        return digest.hexdigest()[:8]
 
     def bytes_read(self) -> int:
         """Bytes fetched so far by this process (central directories from the disk cache not counted)."""
         return sum(a.reader.bytes_read for found in self.archives.values() for a in found)
 
 
-def open_release(data_dir) -> ReleaseSource:
+def open_release(data_dir) -> ArchiveSource:
     """A local folder or a URL, as the builder, `verify` and `preview` read it."""
     return RemoteReleaseSource(data_dir) if is_url(data_dir) else ReleaseSource(data_dir)
 
@@ -57,23 +69,9 @@ def _archive_readers(url: str, on_absent=lambda err: None):
     for name in ARCHIVES.values():
         try:
             yield name, open_range_reader(archive_url(url, name))
-        except SourceError as err:
-            if "does not exist" not in str(err):
-                raise
+        except MissingRemoteFile as err:
             on_absent(err)
             yield name, None
-
-
-def remote_fingerprint(url: str) -> str:
-    """Cache-key part of a URL source: each zip's content identity (LFS sha256 / ETag) and size."""
-    digest = hashlib.sha256(url.rstrip("/").encode())
-    for name, reader in _archive_readers(url):
-        if reader is None:
-            digest.update(f"{name}:absent".encode())
-            continue
-        info = reader.info
-        digest.update(f"{name}:{reader.size}:{archive_identity(info)}".encode())
-    return digest.hexdigest()[:8]
 
 
 def remote_checksums(url: str) -> dict[str, dict]:
@@ -157,7 +155,7 @@ def _resume_copy(reader, target: Path, progress: bool, chunk: int = 8 << 20) -> 
 
 
 def add_download_parser(sub) -> None:
-    """`thermvision-db download`: registered by `thermvision_db.cli`."""
+    """`thermvision-db download`: registered by `thermvision_db.cli.main`."""
     p = sub.add_parser("download", help="the full copy of the two zips (about 21 GB), resumable; verify hashes it")
     p.add_argument("out", help="folder to write the zips into")
     p.add_argument("--from", dest="url", default=f"hf://datasets/{HUB_REPO_ID}",

@@ -19,10 +19,10 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
-from thermvision_db.atomic import atomic_write_bytes, atomic_write_text
 from thermvision_db.errors import ThermVisionError
-from thermvision_db.export_parquet import export_parquet
-from thermvision_db.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
+from thermvision_db.io.atomic import atomic_write_bytes, atomic_write_text
+from thermvision_db.schema.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
+from thermvision_db.tools.export_parquet import export_parquet
 
 FORMATS = ("coco", "yolo", "yolo-pose", "parquet")
 FACE_CATEGORY_ID = 1
@@ -62,7 +62,7 @@ def flip_index() -> list[int]:
 # ---------------------------------------------------------------------------------------------- rows
 def is_generated_corpus(folder: str | os.PathLike) -> bool:
     """A folder written by the generator (run.json or identities/), as opposed to the released corpus."""
-    from thermvision_db.generated import IDENTITIES_DIR, RUN_FILE
+    from thermvision_db.schema.generated_corpus import IDENTITIES_DIR, RUN_FILE
 
     return (Path(folder) / RUN_FILE).is_file() or (Path(folder) / IDENTITIES_DIR).is_dir()
 
@@ -80,7 +80,7 @@ def load_rows(data_dir: str | os.PathLike, config: str = "frames", split: str | 
     """
     if not Path(data_dir).exists():
         raise ExportError(f"data folder {data_dir} does not exist; give the folder holding the zips or their extracted folders")
-    from thermvision_db.api import load_dataset
+    from thermvision_db.hf.api import load_dataset
 
     if is_generated_corpus(data_dir):
         if config not in GENERATED_CONFIG:
@@ -261,7 +261,7 @@ def export(data_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, config
 
 # ---------------------------------------------------------------------------------------------- CLI
 def add_export_parser(sub) -> None:
-    """`thermvision-db export`: registered by `thermvision_db.cli`."""
+    """`thermvision-db export`: registered by `thermvision_db.cli.main`."""
     p = sub.add_parser("export", help="COCO keypoints, YOLO / YOLO-pose folders, or Parquet + dataset card")
     p.add_argument("data_dir", help="the corpus: zips or their extracted folders")
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt", help="what to write")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from thermvision_db.features import GENDERS, SETS
-from thermvision_db.labels import QC_NAMES, SOURCE_NAMES
+from thermvision_db.errors import InputError
+from thermvision_db.schema.features import GENDERS, SETS
+from thermvision_db.schema.labels import QC_NAMES, SOURCE_NAMES
 
 # the fixed vocabularies of the shared schema; identity names depend on the corpus and come from its features
 DEFAULT_NAMES: dict[str, list[str]] = {"gender": GENDERS, "set": SETS, "qc": QC_NAMES, "source": SOURCE_NAMES}
@@ -37,7 +38,7 @@ def _name(value: Any, names: list[str] | None) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or names is None:
         return value  # already a name, null, or a corpus whose identity names are unknown
     if not 0 <= value < len(names):
-        raise ValueError(f"class id {value} is outside the {len(names)} names {names[:5]}...")
+        raise InputError(f"class id {value} is outside the {len(names)} names {names[:5]}...")
     return names[value]
 
 
@@ -105,7 +106,7 @@ def _named_array(array, feature: Any):
     if isinstance(feature, datasets.ClassLabel):
         ids = pc.if_else(pc.less(array, 0), pa.scalar(None, array.type), array)  # -1: no label
         if len(array) and pc.max(ids).as_py() is not None and pc.max(ids).as_py() >= len(feature.names):
-            raise ValueError(f"class id {pc.max(ids).as_py()} is outside the {len(feature.names)} names {feature.names[:5]}...")
+            raise InputError(f"class id {pc.max(ids).as_py()} is outside the {len(feature.names)} names {feature.names[:5]}...")
         return pc.take(pa.array(feature.names, pa.string()), ids)
     if isinstance(feature, Mapping):
         children = [_named_array(array.field(name), feature[name]) for name in (f.name for f in array.type)]
@@ -159,7 +160,7 @@ def with_label_names(dataset):
         return type(dataset)({split: with_label_names(part) for split, part in dataset.items()})
     features = dataset.features
     if features is None:
-        raise ValueError("with_label_names needs the dataset's features (they hold the label names); "
+        raise InputError("with_label_names needs the dataset's features (they hold the label names); "
                          "this IterableDataset has none: load it with thermvision_db.load_dataset or call "
                          "._resolve_features() first")
     columns = [c for c, f in features.items() if _has_class_label(f)]

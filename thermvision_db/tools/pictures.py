@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from thermvision_db.errors import InputError
+
 QC_COLOURS = {"ok": (0, 200, 0), "missing": (230, 30, 30), "multiple": (255, 160, 0), "out_of_bounds": (128, 128, 128)}
 SOURCE_COLOURS = {"detector": (0, 220, 255), "interpolated": (255, 0, 255), "propagated": (255, 255, 0)}
 LANDMARK_COLOUR = (255, 60, 60)
@@ -107,7 +109,7 @@ def contact_sheet(
 ) -> Image.Image:
     """Tile images (PIL, HWC/CHW arrays) into one RGB picture, each resized to `tile` pixels wide."""
     if not images:
-        raise ValueError("contact_sheet needs at least one image")
+        raise InputError("contact_sheet needs at least one image")
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     tiles = []
@@ -129,7 +131,7 @@ def contact_sheet(
 def save_gif(frames: Sequence, path: str | Path, fps: float = 10.0, size: int = 256) -> Path:
     """Write frames as a looping GIF (downscaled to `size` px wide) for READMEs and issue threads."""
     if not frames:
-        raise ValueError("save_gif needs at least one frame")
+        raise InputError("save_gif needs at least one frame")
     pictures = [_to_image(f) for f in frames]
     pictures = [p.resize((size, max(1, round(p.height * size / p.width))), Image.BILINEAR) for p in pictures]
     path = Path(path)

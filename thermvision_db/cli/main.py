@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 from thermvision_db import __version__
+from thermvision_db.errors import ThermVisionError
 
 
 def _info(args) -> int:
     import datasets
 
-    from thermvision_db.release import ARCHIVE_SHA256, IDENTITIES, MEMBERS
-    from thermvision_db.splits import RELEASED_SPLITS
-    from thermvision_db.video import available_backends
+    from thermvision_db.io.decode import available_backends
+    from thermvision_db.schema.members import ARCHIVE_SHA256, IDENTITIES, MEMBERS
+    from thermvision_db.schema.splits import RELEASED_SPLITS
 
     print(f"thermvision-db {__version__}  (datasets {datasets.__version__}; video backends: {', '.join(available_backends()) or 'none'})")
     print(f"released corpus: {len(IDENTITIES)} identities, {len(MEMBERS)} videos, {sum(m.num_frames for m in MEMBERS):,} frames")
@@ -27,7 +28,7 @@ def _info(args) -> int:
         print(f"  {split}: {', '.join(ids)}")
     print(f"  train: the other {len(IDENTITIES) - sum(len(v) for v in RELEASED_SPLITS.values())} identities")
     if args.data_dir:
-        from thermvision_db.remote import open_release
+        from thermvision_db.sources.remote import open_release
 
         source = open_release(args.data_dir)
         present = source.present_members()
@@ -36,11 +37,14 @@ def _info(args) -> int:
 
 
 def _verify(args) -> int:
-    from thermvision_db.qc import RELEASED_MISSING, RELEASED_MULTIPLE, release_qc
-    from thermvision_db.release import ARCHIVE_SHA256, HUB_URL, MEMBERS, ReleaseSource, is_url, sha256_file
+    from thermvision_db.schema.members import ARCHIVE_SHA256, HUB_URL, MEMBERS
+    from thermvision_db.sources.base import is_url
+    from thermvision_db.sources.hub import sha256_file
+    from thermvision_db.sources.local import ReleaseSource
+    from thermvision_db.tools.qc import RELEASED_MISSING, RELEASED_MULTIPLE, release_qc
 
     if args.remote or is_url(args.data_dir):  # metadata and central directories only: nothing is downloaded
-        from thermvision_db.remote import verify_url
+        from thermvision_db.sources.remote import verify_url
 
         return 1 if verify_url(args.data_dir if is_url(args.data_dir) else HUB_URL) else 0
     if not args.data_dir:
@@ -77,7 +81,7 @@ def _verify(args) -> int:
         table.to_csv(args.report, index=False)
         print(f"wrote {args.report}")
     if args.deep:
-        from thermvision_db.qc import deep_check
+        from thermvision_db.tools.qc import deep_check
 
         bad = deep_check(source, present, progress=not args.quiet)
         for name, problem in bad:
@@ -88,10 +92,10 @@ def _verify(args) -> int:
 
 
 def _preview(args) -> int:
-    from thermvision_db.release import MEMBERS
-    from thermvision_db.released_rows import frame_rows
-    from thermvision_db.remote import open_release
-    from thermvision_db.visualize import contact_sheet, draw_annotations, save_gif, with_legend
+    from thermvision_db.schema.members import MEMBERS
+    from thermvision_db.sources.released import frame_rows
+    from thermvision_db.sources.remote import open_release
+    from thermvision_db.tools.pictures import contact_sheet, draw_annotations, save_gif, with_legend
 
     source = open_release(args.data_dir)
     present = source.present_members()
@@ -127,7 +131,7 @@ def _preview(args) -> int:
 
 
 def _demo(args) -> int:
-    from thermvision_db.demo import run_demo
+    from thermvision_db.demo.run import run_demo
 
     run_demo(Path(args.out))
     return 0
@@ -196,29 +200,22 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="thermvision_demo", help="folder for the corpus, cache and pictures (created)")
     p.set_defaults(func=_demo)
 
-    from thermvision_db.remote import add_download_parser
+    from thermvision_db.sources.remote import add_download_parser
 
     add_download_parser(sub)
-    from thermvision_db.export import add_export_parser
+    from thermvision_db.tools.export import add_export_parser
 
     add_export_parser(sub)
-    from thermvision_db.generator_package import check_generator_package
+    from thermvision_db.hf.door import add_generator_commands
 
-    check_generator_package()  # before `import generator...`: a user's generator.py would shadow it
-    from generator.cli.evaluate import add_evaluate_parser
-
-    add_evaluate_parser(sub)
-
-    from generator.cli.generate import add_generate_parser, run_generate
-
-    add_generate_parser(sub).set_defaults(func=run_generate)
+    add_generator_commands(sub)  # `evaluate`, `generate`: checks first that a user's generator.py does not shadow ours
     parser.commands = sub.choices
     return parser
 
 
 def _is_project_error(err: BaseException) -> bool:
     """Errors raised on purpose by this project (their text says what to do), not bugs or library failures."""
-    return any(cls.__module__.split(".")[0] in {"thermvision_db", "generator"} for cls in type(err).__mro__)
+    return isinstance(err, ThermVisionError)
 
 
 def _one_line(err: BaseException) -> str:
@@ -226,7 +223,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from thermvision_db.generator_package import GeneratorShadowedError
+    from thermvision_db.hf.door import GeneratorShadowedError
 
     try:
         parser = build_parser()

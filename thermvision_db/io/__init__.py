@@ -1,0 +1,1 @@
+"""File and video I/O: atomic writes, video decoding (PyAV, decord, OpenCV), PNG and H.264 encoding."""

@@ -1,0 +1,77 @@
+"""Where the corpus comes from when no folder is given: $THERMVISION_DB_DIR, the local Hub cache, or the Hub itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from thermvision_db.schema.members import ARCHIVES, HUB_REPO_ID
+from thermvision_db.sources.base import SourceError, is_url
+
+ENV_DATA_DIR = "THERMVISION_DB_DIR"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | str:
+    """`data_dir` (a folder or a URL), else $THERMVISION_DB_DIR, else the Hub dataset (see `hub_source`)."""
+    chosen = data_dir or os.environ.get(ENV_DATA_DIR)
+    if chosen:
+        return str(chosen) if is_url(chosen) else Path(chosen).expanduser()
+    return hub_source()
+
+
+def hub_source(repo_id: str = HUB_REPO_ID) -> Path | str:
+    """The Hub's zips: the local Hub cache when a full download is there, else read in place (hf:// URL).
+
+    With HF_HUB_OFFLINE set only the local cache is possible; `thermvision-db download` makes the full copy.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return download_from_hub(repo_id)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()),
+                                        local_files_only=True))
+    except Exception:  # noqa: BLE001 - not downloaded: stream it
+        return f"hf://datasets/{repo_id}"
+    return folder if all((folder / name).is_file() for name in ARCHIVES.values()) else f"hf://datasets/{repo_id}"
+
+
+def download_from_hub(repo_id: str = HUB_REPO_ID, token: str | None = None) -> Path:
+    """Fetch the two zips from the Hub, resumable (gated: accept the licence on the dataset page, then set HF_TOKEN)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    hint = (
+        f"pass data_dir=... (a folder holding {' and '.join(repr(z) for z in ARCHIVES.values())} or their extracted "
+        f"folders) or set {ENV_DATA_DIR}"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        try:
+            return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()), local_files_only=True))
+        except Exception as err:
+            raise SourceError(f"HF_HUB_OFFLINE is set and {repo_id} is not in the local Hub cache: {hint}") from err
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()), token=token))
+    except GatedRepoError as err:
+        raise SourceError(
+            f"{repo_id} is gated: accept its non-commercial licence at https://huggingface.co/datasets/{repo_id}, "
+            f"then `hf auth login` or set HF_TOKEN; or {hint}"
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise SourceError(f"{repo_id} was not found on the Hub (private or gated without a token?): set HF_TOKEN, or {hint}") from err
+    except LocalEntryNotFoundError as err:
+        raise SourceError(f"cannot reach the Hub to download {repo_id}: {hint}") from err
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 8 << 20, progress: bool = True) -> str:
+    """Streaming sha256 with a progress bar: the zips are about 10 GiB each."""
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not progress) as bar:
+        while block := handle.read(chunk):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()

@@ -1,0 +1,123 @@
+"""PyTorch helpers: sample clips from video rows, and collate rows whose number of faces varies.
+
+The default collate cannot batch a list of faces per frame (most frames have one box, some none, some two),
+and cannot batch an undecoded video; these helpers follow torchvision's detection convention instead:
+images stacked, boxes as a list of (n_i, 4) tensors.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from thermvision_db.errors import InputError
+from thermvision_db.io import decode as video_io
+
+__all__ = ["ClipSampler", "clip_dataset", "collate_faces", "collate_clips", "image_to_tensor"]
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """PIL image, HWC array or CHW tensor -> (3, H, W) uint8 tensor."""
+    if isinstance(image, torch.Tensor):
+        tensor = image
+        if tensor.ndim == 3 and tensor.shape[0] not in (1, 3):
+            tensor = tensor.permute(2, 0, 1)
+    else:
+        array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        if array.ndim == 2:
+            array = array[..., None]
+        tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    return tensor.contiguous()
+
+
+def _faces_to_tensors(faces) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes = torch.zeros((len(faces), 4), dtype=torch.float32)
+    landmarks = torch.full((len(faces), 54, 2), float("nan"), dtype=torch.float32)
+    for i, face in enumerate(faces):
+        boxes[i] = torch.as_tensor(face["bbox"], dtype=torch.float32)
+        if face.get("landmarks") is not None:
+            landmarks[i] = torch.as_tensor(face["landmarks"], dtype=torch.float32)
+    return boxes, landmarks
+
+
+def collate_faces(batch: Sequence[dict]) -> dict:
+    """Batch frame rows: `image` (B, 3, H, W) uint8, `boxes`/`landmarks` lists of (n_i, 4)/(n_i, 54, 2).
+
+    Landmarks are NaN where the corpus has none. Every other column goes through `default_collate`.
+    """
+    if not batch:
+        raise InputError("collate_faces got an empty batch")
+    out = {"image": torch.stack([image_to_tensor(row["image"]) for row in batch])}
+    pairs = [_faces_to_tensors(row.get("faces") or []) for row in batch]
+    out["boxes"] = [b for b, _ in pairs]
+    out["landmarks"] = [lm for _, lm in pairs]
+    rest = [{k: v for k, v in row.items() if k not in {"image", "faces"} and v is not None} for row in batch]
+    common = set.intersection(*(set(r) for r in rest))
+    out.update(default_collate([{k: r[k] for k in common} for r in rest]))
+    return out
+
+
+class ClipSampler:
+    """Decode `num_frames` frames of a video row with their first-face boxes.
+
+    `mode="uniform"` spreads the frames over the video (deterministic); `mode="random"` draws a sorted random
+    subset seeded by (seed, video_id), so a run is reproducible and videos differ. Frames are taken during one
+    sequential decode pass (seeking on long-GOP H.264 is slower than decoding).
+    """
+
+    def __init__(self, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav"):
+        if num_frames < 1:
+            raise InputError("num_frames must be >= 1")
+        if mode not in {"uniform", "random"}:
+            raise InputError(f"mode must be 'uniform' or 'random', got {mode!r}")
+        self.num_frames, self.mode, self.seed, self.backend = num_frames, mode, seed, backend
+
+    def indices(self, total: int, video_id: str = "") -> np.ndarray:
+        if total < 1:
+            raise InputError(f"video {video_id!r} has no frames")
+        if self.mode == "uniform" or total <= self.num_frames:
+            return np.linspace(0, total - 1, self.num_frames).round().astype(np.int64)
+        rng = np.random.default_rng([self.seed, zlib.crc32(video_id.encode())])
+        return np.sort(rng.choice(total, size=self.num_frames, replace=False)).astype(np.int64)
+
+    def __call__(self, row: dict) -> dict:
+        video = row["video"]
+        source = video.get("bytes") or video.get("path")
+        picks = self.indices(int(row["num_frames"]), row.get("video_id", ""))
+        frames = video_io.read_frames(source, picks, backend=self.backend)
+        boxes = np.full((len(picks), 4), np.nan, dtype=np.float32)
+        for j, i in enumerate(picks):
+            if row["boxes"][i]:
+                boxes[j] = row["boxes"][i][0]
+        return {"frames": frames.transpose(0, 3, 1, 2), "frame_indices": picks, "clip_boxes": boxes}
+
+
+def clip_dataset(videos, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav"):
+    """A clip per video row: lazily decoded (`with_transform` for a Dataset, `map` for an IterableDataset)."""
+    import datasets
+
+    sampler = ClipSampler(num_frames, mode, seed, backend)
+    drop = ["video", "boxes", "landmarks", "qc", "head_pose", "expression", "eye_open", "mouth_open"]
+    if isinstance(videos, datasets.IterableDataset):
+        return videos.map(sampler, remove_columns=[c for c in drop if c in (videos.column_names or drop)])
+
+    def transform(batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        clips = [sampler(r) for r in rows]
+        keep = {k: v for k, v in batch.items() if k not in drop}
+        keep.update({k: [torch.from_numpy(np.ascontiguousarray(c[k])) for c in clips] for k in clips[0]})
+        return keep
+
+    return videos.with_transform(transform)
+
+
+def collate_clips(batch: Sequence[dict]) -> dict:
+    """Stack clips of equal length: `frames` (B, T, 3, H, W) uint8, `clip_boxes` (B, T, 4) with NaN gaps."""
+    return default_collate([{k: (torch.as_tensor(np.asarray(v)) if k in {"frames", "clip_boxes", "frame_indices"} else v)
+                             for k, v in row.items() if v is not None} for row in batch])
