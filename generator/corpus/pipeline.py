@@ -37,18 +37,9 @@ from generator.corpus.workers import Worker
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
 from thermvision_db.errors import InputError
 from thermvision_db.io.atomic import atomic_write_json
-from thermvision_db.schema.generated_corpus import (
-    IDENTITY_FILE,
-    IDENTITY_SCHEMA,
-    PARTIAL_PREFIX,
-    RUN_FILE,
-    RUN_SCHEMA,
-    SUMMARY_FILE,
-    CorpusError,
-    GeneratedCorpus,
-    file_lock,
-    identity_name,
-)
+from thermvision_db.schema.generated_corpus import (IDENTITY_FILE, PARTIAL_PREFIX, RUN_FILE, RUN_SCHEMA, SUMMARY_FILE,
+                                                     CorpusError, GeneratedCorpus, file_lock, identity_name,
+                                                     identity_record)
 from thermvision_db.schema.splits import synthetic_split
 
 log = logging.getLogger(__name__)
@@ -342,23 +333,19 @@ class GenerationPipeline:
             videos = [write_video(self, name, set_name, frames, source, still_labels, options, partial, summary, jobs,
                                   index=index)
                       for set_name, frames in self.settings.motion.items()]
-            record = {
-                "schema": IDENTITY_SCHEMA, "identity": name, "index": index, "slot": slot,
-                "split": synthetic_split(index), "gender": still.attributes["gender"],
-                "attributes": still.attributes, "seed": still.seed, "run_seed": still.run_seed,
-                "prompt": still.prompt, "still": "still.png",
-                "weights": self._weight_records(still.sidecar), "sampler": still.sidecar.get("sampler"),
-                "motion": {"program": self.settings.motion, "kind": self.settings.motion_program,
-                           "sets": {v["set"]: v.pop("motion_program") for v in videos},
-                           "driving_option": self.settings.driving_option,
-                           "stitching": self.settings.stitching, "chunk_size": self.settings.chunk_size},
-                "labels": {"method": "propagated", "still_labels": still_labels.source,
-                           "detector": bool(detector), "landmarker": bool(landmarker),
-                           "source_eye_ratio": list(options.source_eye_ratio),
-                           "source_lip_ratio": options.source_lip_ratio,
-                           "eye_lip_measured": eye_lip is not None},
-                "settings_fingerprint": self.fingerprint, "videos": videos,
-            }
+            programs = {v["set"]: v.pop("motion_program") for v in videos}  # kept in the motion record only
+            record = identity_record(
+                identity=name, index=index, slot=slot, split=synthetic_split(index),
+                gender=still.attributes["gender"], attributes=still.attributes, seed=still.seed,
+                run_seed=still.run_seed, prompt=still.prompt, still="still.png",
+                weights=self._weight_records(still.sidecar), sampler=still.sidecar.get("sampler"),
+                motion={"program": self.settings.motion, "kind": self.settings.motion_program, "sets": programs,
+                        "driving_option": self.settings.driving_option, "stitching": self.settings.stitching,
+                        "chunk_size": self.settings.chunk_size},
+                labels={"method": "propagated", "still_labels": still_labels.source, "detector": bool(detector),
+                        "landmarker": bool(landmarker), "source_eye_ratio": list(options.source_eye_ratio),
+                        "source_lip_ratio": options.source_lip_ratio, "eye_lip_measured": eye_lip is not None},
+                settings_fingerprint=self.fingerprint, videos=videos)
             return PendingIdentity(name, partial, final, record, jobs)
         except BaseException:
             for job in jobs:
@@ -373,7 +360,7 @@ class GenerationPipeline:
             for job, video in zip(pending.jobs, pending.record["videos"]):
                 video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
             summary.stage_seconds["encode"] += time.perf_counter() - t0
-            atomic_write_json(pending.partial / "identity.json", pending.record)
+            atomic_write_json(pending.partial / IDENTITY_FILE, pending.record)
             if pending.final.exists():  # finished meanwhile by another process given the same shard: keep theirs
                 shutil.rmtree(pending.partial)
             else:

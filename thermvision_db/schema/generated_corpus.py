@@ -30,6 +30,8 @@ from pathlib import Path
 
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.io.atomic import atomic_write_bytes
+from thermvision_db.schema import rows
+from thermvision_db.schema.rows import MOTION_LABELS
 from thermvision_db.schema.splits import synthetic_split
 
 RUN_FILE = "run.json"
@@ -105,10 +107,11 @@ class GeneratedCorpus:
             path = folder / IDENTITY_FILE
             if not path.is_file():
                 continue
-            record = json.loads(path.read_text())
-            if record.get("schema") != IDENTITY_SCHEMA:
-                raise CorpusError(f"{path} is not a generated identity record (schema {record.get('schema')!r})")
-            records.append(record)
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CorpusError(f"{path} is unreadable ({type(err).__name__}): a damaged identity record") from err
+            records.append(check_identity_record(record, path))
         return sorted(records, key=lambda r: r["index"])
 
     def finished(self) -> set[int]:
@@ -168,50 +171,66 @@ class GeneratedCorpus:
                     except StopIteration:
                         raise CorpusError(f"{folder / video['mp4']} has fewer frames than its {len(labels)} "
                                           "labels") from None
-                yield f"{video['video_id']}/{i:05d}", {
-                    "image": image,
-                    **identity_columns(record, video),
-                    "frame_index": i,
-                    "faces": [{"score": None, **face} for face in frame["faces"]],
-                    "qc": frame["qc"],
-                    "head_pose": frame["head_pose"],
-                    "seed": record["seed"],
-                    "prompt": record["prompt"],
-                    **{k: frame.get(k) for k in MOTION_LABELS},  # absent in corpora made before the labels
-                }
+                yield f"{video['video_id']}/{i:05d}", rows.frame_row(
+                    image, identity_columns(record, video), i, [{"score": None, **face} for face in frame["faces"]],
+                    frame["qc"], head_pose=frame["head_pose"], seed=record["seed"], prompt=record["prompt"],
+                    **{k: frame.get(k) for k in MOTION_LABELS})  # motion labels: absent in older corpora
 
     def video_rows(self, record: dict) -> Iterator[tuple[str, dict]]:
         folder = self.identity_dir(record["identity"])
         for video in record["videos"]:
             labels = json.loads((folder / video["labels"]).read_text())["frames"]
-            yield video["video_id"], {
-                "video": {"path": str(folder / video["mp4"]), "bytes": None},
-                **identity_columns(record, video),
-                "num_frames": video["num_frames"],
-                "fps": video["fps"],
-                "width": video["width"],
-                "height": video["height"],
-                "boxes": [[face["bbox"] for face in f["faces"]] for f in labels],
-                "landmarks": [f["faces"][0]["landmarks"] if f["faces"] else None for f in labels],
-                "qc": [f["qc"] for f in labels],
-                "head_pose": [f["head_pose"] for f in labels],
-                "seed": record["seed"],
-                "prompt": record["prompt"],
-                **{k: [f.get(k) for f in labels] for k in MOTION_LABELS},
-            }
+            yield video["video_id"], rows.video_row(
+                {"path": str(folder / video["mp4"]), "bytes": None}, identity_columns(record, video),
+                num_frames=video["num_frames"], fps=video["fps"], width=video["width"], height=video["height"],
+                boxes=[[face["bbox"] for face in f["faces"]] for f in labels],
+                landmarks=[f["faces"][0]["landmarks"] if f["faces"] else None for f in labels],
+                qc=[f["qc"] for f in labels], head_pose=[f["head_pose"] for f in labels], seed=record["seed"],
+                prompt=record["prompt"], **{k: [f.get(k) for f in labels] for k in MOTION_LABELS})
 
 
-MOTION_LABELS = ("expression", "eye_open", "mouth_open")  # per-frame labels of the motion program
+# The identity record (identity.json): written by the generator's corpus writer, read by every reader here.
+IDENTITY_FIELDS = ("identity", "index", "slot", "split", "gender", "attributes", "seed", "run_seed", "prompt",
+                   "still", "weights", "sampler", "motion", "labels", "settings_fingerprint", "videos")
+VIDEO_FIELDS = ("set", "video_id", "driving_template", "num_frames", "fps", "width", "height", "mp4", "frames",
+                "encoder", "labels", "motion", "disagreement")
+# What the readers need (records of earlier versions may lack the rest)
+_READ_FIELDS = ("identity", "index", "gender", "seed", "prompt", "videos")
+_READ_VIDEO_FIELDS = ("set", "video_id", "driving_template", "num_frames", "fps", "width", "height", "mp4", "labels")
+
+
+def identity_record(**fields) -> dict:
+    """The record of one identity as the writer stores it: every field of `IDENTITY_FIELDS`, each video's of
+    `VIDEO_FIELDS`, and the schema tag."""
+    missing = [name for name in IDENTITY_FIELDS if name not in fields]
+    missing += [f"videos[{i}].{name}" for i, video in enumerate(fields.get("videos") or [])
+                for name in VIDEO_FIELDS if name not in video]
+    extra = sorted(set(fields) - set(IDENTITY_FIELDS))
+    if missing or extra:
+        raise TypeError(f"identity record: missing {missing}, unknown {extra}")
+    return {"schema": IDENTITY_SCHEMA, **fields}
+
+
+def check_identity_record(record, path: Path) -> dict:
+    """`record` read from `path`, if it is an identity record the readers can use; else a CorpusError naming it."""
+    if not isinstance(record, dict) or record.get("schema") != IDENTITY_SCHEMA:
+        schema = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        raise CorpusError(f"{path} is not a generated identity record (schema {schema!r})")
+    missing = [name for name in _READ_FIELDS if name not in record]
+    videos = record.get("videos")
+    if not isinstance(videos, list) or not all(isinstance(v, dict) for v in videos):
+        missing.append("videos (a list of video records)")
+    else:
+        missing += [f"videos[{i}].{name}" for i, video in enumerate(videos) for name in _READ_VIDEO_FIELDS
+                    if name not in video]
+    if missing:
+        raise CorpusError(f"{path} is a damaged identity record: it lacks {', '.join(missing)}")
+    return record
 
 
 def identity_columns(record: dict, video: dict) -> dict:
-    return {
-        "video_id": video["video_id"],
-        "identity": record["identity"],
-        "gender": record["gender"],
-        "set": video["set"],
-        "driving_template": video["driving_template"],
-    }
+    return rows.identity_columns(video["video_id"], record["identity"], record["gender"], video["set"],
+                                 video["driving_template"])
 
 
 MANIFEST_COLUMNS = [

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from thermvision_db.io import decode as video_io
+from thermvision_db.schema import rows
 from thermvision_db.schema.labels import FrameLabels, parse_landmark_text, parse_yolo_text, repair_track
 from thermvision_db.schema.members import Member
 from thermvision_db.sources.base import SourceError
@@ -165,19 +166,8 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
             buffer = io.BytesIO()
             Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)  # fast: decoded right after
             image = {"path": png, "bytes": buffer.getvalue()}
-        yield f"{member.video_id}/{i:04d}", {
-            "image": image,
-            **identity_columns(member),
-            "frame_index": i,
-            "faces": [face.as_row() for face in frame.faces],
-            "qc": frame.qc,
-            "head_pose": None,
-            "seed": None,
-            "prompt": None,
-            "expression": None,
-            "eye_open": None,
-            "mouth_open": None,
-        }
+        yield f"{member.video_id}/{i:04d}", rows.frame_row(image, identity_columns(member), i,
+                                                           [face.as_row() for face in frame.faces], frame.qc)
 
 
 def _png_image(source: ReleaseSource, member: Member, png: str) -> tuple[dict | None, str]:
@@ -232,30 +222,13 @@ def video_row(source: ReleaseSource, member: Member, repair_boxes: bool = False)
     local = source.local_path(member.gender, member.video_member)
     video = {"path": local, "bytes": None} if local else {
         "path": member.video_member, "bytes": source.read(member.gender, member.video_member)}
-    return member.video_id, {
-        "video": video,
-        **identity_columns(member),
-        "num_frames": record.num_frames,
-        "fps": record.fps,
-        "width": record.width,
-        "height": record.height,
-        "boxes": [[face.bbox for face in frame.faces] for frame in record.labels],
-        "landmarks": [frame.faces[0].landmarks if frame.faces else None for frame in record.labels],
-        "qc": [frame.qc for frame in record.labels],
-        "head_pose": None,
-        "seed": None,
-        "prompt": None,
-        "expression": None,
-        "eye_open": None,
-        "mouth_open": None,
-    }
+    return member.video_id, rows.video_row(
+        video, identity_columns(member), num_frames=record.num_frames, fps=record.fps, width=record.width,
+        height=record.height, boxes=[[face.bbox for face in frame.faces] for frame in record.labels],
+        landmarks=[frame.faces[0].landmarks if frame.faces else None for frame in record.labels],
+        qc=[frame.qc for frame in record.labels])
 
 
 def identity_columns(member: Member) -> dict:
-    return {
-        "video_id": member.video_id,
-        "identity": member.identity,
-        "gender": member.gender_name,
-        "set": member.set_name,
-        "driving_template": member.driving_template,
-    }
+    return rows.identity_columns(member.video_id, member.identity, member.gender_name, member.set_name,
+                                 member.driving_template)
