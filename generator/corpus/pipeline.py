@@ -261,24 +261,39 @@ class GenerationPipeline:
             candidates += max(needed - len(accepted), self.settings.still_batch)
 
     # -- animation and labels
-    def _animation(self):
+    def animator(self):
+        """The LivePortrait animator, loaded once per run."""
         if self._animator is None:
             self._animator = load_animator(self.settings, self.device)
         return self._animator
 
-    def _models(self):
+    def label_models(self):
+        """(detector, landmarker, eye-lip model) of the settings, each None when not given; loaded once."""
         if self._annotators is None:
             self._annotators = load_annotators(self.settings)
         return self._annotators
 
+    def motion_plan(self) -> MotionPlan:
+        """Each identity's driving motion (programs, clips, library), built on first use."""
+        if self._motion_plan is None:
+            self._motion_plan = MotionPlan(self.settings, self.animator())
+        return self._motion_plan
+
+    @property
+    def writer_pool(self) -> WriterPool:
+        """The PNG/H.264 writer processes of the running `run` (or an inline pool while one identity is made)."""
+        if self._pool is None:
+            raise RuntimeError("no writer pool: identities are written inside GenerationPipeline.run")
+        return self._pool
+
     def _weight_records(self, still_sidecar: dict) -> list[dict]:
         if self._weights is None:
-            self._weights = weight_records(self.settings, self._animation().nets)
+            self._weights = weight_records(self.settings, self.animator().nets)
         return list(still_sidecar.get("weights", [])) + self._weights
 
     def _check_free_space(self, todo: list[int]) -> None:
         """Refuse to start when the estimated output clearly does not fit (PNG frames dominate)."""
-        size = self._animation().cfg.output_size
+        size = self.animator().cfg.output_size
         frames = sum(self.settings.motion.values())
         per_identity = frames * size * size * (0.45 if self.settings.frames == "png" else 0.05) + 4 * size * size
         need = per_identity * len(todo)
@@ -322,11 +337,11 @@ class GenerationPipeline:
             shutil.copyfile(still_png.with_suffix(".json"), partial / "still.json")
             image = np.asarray(still.image)
             t0 = time.perf_counter()
-            detector, landmarker, eye_lip = self._models()
+            detector, landmarker, eye_lip = self.label_models()
             still_labels = label_still(image, detector=detector, landmarker=landmarker)
             options = self._animation_options(image, still_labels, eye_lip)
             summary.stage_seconds["labels"] += time.perf_counter() - t0
-            animator = self._animation()
+            animator = self.animator()
             t0 = time.perf_counter()
             source = animator.prepare_source(image)
             summary.stage_seconds["animate"] += time.perf_counter() - t0

@@ -11,7 +11,6 @@ import shutil
 import time
 from pathlib import Path
 
-from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.summary import RunSummary
 from generator.corpus.writers import VideoSpec
 from thermvision_db.io.atomic import atomic_write_json
@@ -42,11 +41,9 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     from generator.annotate.labels import compare_labels, detect_frames, frame_faces, propagate_labels
     from thermvision_db.io.encode import choose_h264_encoder
 
-    animator = pipeline._animation()
-    detector, landmarker, _ = pipeline._models()
-    if pipeline._motion_plan is None:
-        pipeline._motion_plan = MotionPlan(pipeline.settings, animator)
-    motion, template, frame_labels, motion_program, options = pipeline._motion_plan.sequence(
+    animator = pipeline.animator()
+    detector, landmarker, _ = pipeline.label_models()
+    motion, template, frame_labels, motion_program, options = pipeline.motion_plan().sequence(
         index, set_name, num_frames, source, options)
     t0 = time.perf_counter()
     kp = animator.driving_keypoints(source, motion, options)
@@ -55,7 +52,7 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     png = pipeline.settings.frames == "png"
     codec = choose_h264_encoder(pipeline.settings.video_encoder)
     t = time.perf_counter()
-    job = pipeline._pool.open(VideoSpec(mp4=str(folder / f"{set_name}.mp4"), fps=float(motion.fps), codec=codec,
+    job = pipeline.writer_pool.open(VideoSpec(mp4=str(folder / f"{set_name}.mp4"), fps=float(motion.fps), codec=codec,
                                     png_dir=str(folder / f"{set_name}_frames") if png else None))
     jobs.append(job)
     summary.stage_seconds["encode"] += time.perf_counter() - t

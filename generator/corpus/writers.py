@@ -27,8 +27,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from generator.corpus.frame_writer import POLL_SECONDS, VideoFileWriter, VideoSpec, describe_error, writer_process
+from generator.corpus.frame_writer import POLL_SECONDS, describe_error, writer_process
 from thermvision_db.errors import InputError
+from thermvision_db.io.video_writer import VideoFileWriter, VideoSpec
 from thermvision_db.schema.generated_corpus import CorpusError
 
 __all__ = ["VideoFileWriter", "VideoJob", "VideoSpec", "WriterError", "WriterPool", "default_writer_processes"]

@@ -1,4 +1,4 @@
-"""Decode and encode videos with one API over PyAV (default), decord and OpenCV.
+"""Decode videos with one API over PyAV (default), decord and OpenCV (encoding: `io.encode`, `io.video_writer`).
 
 `datasets.Video` in datasets 4/5 decodes only through torchcodec, which has no CPU build that works with
 current CPU torch wheels. The project therefore decodes videos itself. All three backends return the same

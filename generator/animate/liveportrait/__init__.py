@@ -1,7 +1,7 @@
 """Clean-room thermal LivePortrait: networks F, M, W, G, S, checkpoint loading and the retargeting algorithm.
 
-    from generator.liveportrait import LivePortraitNetworks, LivePortraitPipeline
-    from generator.motion import head_pose_sweep
+    from generator.animate.liveportrait import LivePortraitNetworks, LivePortraitPipeline
+    from generator.animate.motion import head_pose_sweep
     pipe = LivePortraitPipeline(LivePortraitNetworks.from_pretrained("weights/"), dtype="bf16")
     result = pipe.animate(pipe.prepare_source(still), head_pose_sweep())
 """

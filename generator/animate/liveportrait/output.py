@@ -1,21 +1,15 @@
-"""Write an animation: H.264 MP4 (PyAV), PNG frames and the per-frame motion, streamed chunk by chunk."""
+"""Write an animation: H.264 MP4 and PNG frames through the corpus's video writer, and the per-frame motion.
+
+Frames stream chunk by chunk; `generate --stage animate` and the corpus write the same files for the same frames.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-
-def _tee_png(frames: Iterable[np.ndarray], folder: Path | None) -> Iterator[np.ndarray]:
-    for i, frame in enumerate(frames):
-        if folder is not None:
-            Image.fromarray(frame).save(folder / f"{i:05d}.png")
-        yield frame
 
 
 def write_motion(motion: dict[str, np.ndarray], path: str | os.PathLike, fps: float, name: str) -> tuple[Path, Path]:
@@ -40,7 +34,7 @@ def write_motion(motion: dict[str, np.ndarray], path: str | os.PathLike, fps: fl
 def write_animation(pipeline, source, motion, out_dir: str | os.PathLike, name: str, options=None,
                     png: bool = True, chunk_size: int | None = None) -> dict[str, Path]:
     """Stream frames into `<name>.mp4` (+ `<name>_frames/`), then save the motion; memory stays one chunk."""
-    from thermvision_db.io.encode import write_mp4
+    from thermvision_db.io.video_writer import VideoFileWriter, VideoSpec
 
     from .pipeline import motion_record
 
@@ -48,10 +42,15 @@ def write_animation(pipeline, source, motion, out_dir: str | os.PathLike, name: 
     out.mkdir(parents=True, exist_ok=True)
     kp = pipeline.driving_keypoints(source, motion, options)
     png_dir = out / f"{name}_frames" if png else None
-    if png_dir is not None:
-        png_dir.mkdir(exist_ok=True)
-    frames = pipeline.iter_frames(source, motion, options, chunk_size, keypoints=kp)
-    mp4 = write_mp4(out / f"{name}.mp4", _tee_png(frames, png_dir), fps=motion.fps)
+    writer = VideoFileWriter(VideoSpec(mp4=str(out / f"{name}.mp4"), fps=float(motion.fps),
+                                       png_dir=None if png_dir is None else str(png_dir)))
+    try:
+        for frame in pipeline.iter_frames(source, motion, options, chunk_size, keypoints=kp):
+            writer.write(frame)
+        mp4 = writer.close()["mp4"]
+    except BaseException:
+        writer.abort()
+        raise
     npz, js = write_motion(motion_record(kp), out / f"{name}.motion", motion.fps, name)
     paths = {"mp4": Path(mp4), "motion_npz": npz, "motion_json": js}
     if png_dir is not None:
