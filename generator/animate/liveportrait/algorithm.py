@@ -16,7 +16,7 @@ import torch
 from thermvision_db.errors import InputError
 
 from .camera import matrix_to_degrees, rotation_matrix
-from .stitching_retargeting_network import StitchingRetargeting
+from .networks.stitching_retargeting_network import StitchingRetargeting
 from .template import MotionSequence
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from torch import nn
 
 from thermvision_db.errors import ThermVisionError
 
-from .stitching_retargeting_network import GROUPS
+from .networks.stitching_retargeting_network import GROUPS
 
 ROLES = ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator",
          "stitching_retargeting_module")

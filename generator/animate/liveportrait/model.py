@@ -16,12 +16,12 @@ from torch import nn
 from thermvision_db.errors import InputError
 
 from . import checkpoint as ckpt
-from .appearance_feature_extractor import AppearanceFeatureExtractor
+from .networks.appearance_feature_extractor import AppearanceFeatureExtractor
 from .config import LivePortraitConfig
-from .motion_extractor import MotionExtractor
-from .spade_generator import SPADEDecoder
-from .stitching_retargeting_network import StitchingRetargeting
-from .warping_network import WarpingNetwork
+from .networks.motion_extractor import MotionExtractor
+from .networks.spade_generator import SPADEDecoder
+from .networks.stitching_retargeting_network import StitchingRetargeting
+from .networks.warping_network import WarpingNetwork
 
 CONFIG_NAME = "liveportrait_config.json"
 LAYOUTS = {  # layout -> (suffix, file stem per role)

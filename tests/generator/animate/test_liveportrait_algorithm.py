@@ -11,7 +11,7 @@ from generator.animate.liveportrait.camera import matrix_to_degrees, rotation_ma
 from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.crop import crop_from_box, paste_back
 from generator.animate.liveportrait.model import LivePortraitNetworks
-from generator.animate.liveportrait.motion_extractor import bins_to_degrees
+from generator.animate.liveportrait.networks.motion_extractor import bins_to_degrees
 from generator.animate.liveportrait.pipeline import LivePortraitPipeline
 from generator.animate.liveportrait.template import MotionSequence
 from generator.animate.motion import expression_set, head_pose_sweep

@@ -5,7 +5,7 @@ import torch
 
 from generator.animate.liveportrait.config import LivePortraitConfig
 from generator.animate.liveportrait.model import LivePortraitNetworks
-from generator.animate.liveportrait.blocks import make_coordinate_grid
+from generator.animate.liveportrait.networks.blocks import make_coordinate_grid
 
 # Published parameter counts (upstream speed table / weight file sizes), per network.
 PUBLISHED = {

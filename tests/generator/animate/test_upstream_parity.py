@@ -27,7 +27,7 @@ from generator.animate.liveportrait.pipeline import (
     frames_to_uint8,
     to_input,
 )
-from generator.animate.liveportrait.spade_generator import SPADEDecoder
+from generator.animate.liveportrait.networks.spade_generator import SPADEDecoder
 from generator.animate.liveportrait.template import MotionSequence
 from generator.animate.motion import load_lip_array, load_motion, motion_from_image
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import SPADEResnetBlock
-from .config import SpadeConfig
+from ..config import SpadeConfig
 
 
 class SPADEDecoder(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
-from .config import AppearanceConfig
+from ..config import AppearanceConfig
 
 
 class AppearanceFeatureExtractor(nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import StitchingConfig
+from ..config import StitchingConfig
 
 
 class StitchingRetargetingNetwork(nn.Module):

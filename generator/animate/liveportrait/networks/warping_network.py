@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import SameBlock2d
-from .config import WarpingConfig
+from ..config import WarpingConfig
 from .dense_motion import DenseMotionNetwork
 
 

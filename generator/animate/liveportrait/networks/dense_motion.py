@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Hourglass, kp2gaussian, make_coordinate_grid
-from .config import DenseMotionConfig
+from ..config import DenseMotionConfig
 
 
 class DenseMotionNetwork(nn.Module):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MotionConfig
+from ..config import MotionConfig
 
 
 class LayerNorm(nn.Module):
