@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from thermvision_db.errors import ThermVisionError
+from thermvision_db.io.offline import hub_offline
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HASH_CHUNK = 16 * 1024 * 1024
@@ -66,7 +67,6 @@ def resolve_weights(
 
 def _download(spec: str, *, what: str, hint: str, allow_patterns, revision) -> Path:
     import huggingface_hub
-    from huggingface_hub import constants
 
     parts = spec.split("/")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
@@ -75,7 +75,7 @@ def _download(spec: str, *, what: str, hint: str, allow_patterns, revision) -> P
             return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
         return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns))
     except Exception as err:  # offline, gated, missing repo, network: all mean "pass a local path"
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
         raise WeightsNotFoundError(
             f"{what} weights {spec!r} are not a local path, and could not be fetched from the Hugging Face "
             f"Hub{offline}: "

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from thermvision_db.errors import ThermVisionError
+from thermvision_db.io.offline import hub_offline
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
@@ -57,7 +58,7 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, download: b
     else:
         candidate = _hub_checkpoint()
         if not candidate.is_file():
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+            offline = hub_offline()
             if not download or offline:
                 raise RealismUnavailable(_missing_weights_message(candidate, "downloads are off"))
             try:

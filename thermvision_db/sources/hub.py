@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from thermvision_db.io.offline import hub_offline
 from thermvision_db.schema.members import ARCHIVES, HUB_REPO_ID
 from thermvision_db.sources.base import SourceError, is_url
 
@@ -25,7 +26,7 @@ def hub_source(repo_id: str = HUB_REPO_ID) -> Path | str:
 
     With HF_HUB_OFFLINE set only the local cache is possible; `thermvision-db download` makes the full copy.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    if hub_offline():
         return download_from_hub(repo_id)
     from huggingface_hub import snapshot_download
 
@@ -46,7 +47,7 @@ def download_from_hub(repo_id: str = HUB_REPO_ID, token: str | None = None) -> P
         f"pass data_dir=... (a folder holding {' and '.join(repr(z) for z in ARCHIVES.values())} or their extracted "
         f"folders) or set {ENV_DATA_DIR}"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    if hub_offline():
         try:
             return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()), local_files_only=True))
         except Exception as err:

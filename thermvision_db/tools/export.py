@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.io.atomic import atomic_write_bytes, atomic_write_text
+from thermvision_db.io.offline import hub_offline
 from thermvision_db.schema.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES
 from thermvision_db.tools.export_parquet import export_parquet
 
@@ -220,7 +221,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = True) -> str:
         from huggingface_hub import HfApi
     except ImportError as err:  # pragma: no cover - huggingface_hub ships with datasets
         raise ExportError("--push-to-hub needs huggingface_hub (pip install huggingface_hub)") from err
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+    if hub_offline():
         raise ExportError(f"cannot push to {repo_id}: HF_HUB_OFFLINE is set; the export is complete in {folder}, "
                           f"upload it later with `hf upload {repo_id} {folder} --repo-type dataset`")
     api = HfApi()

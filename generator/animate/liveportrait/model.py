@@ -16,8 +16,8 @@ from torch import nn
 from thermvision_db.errors import InputError
 
 from . import checkpoint as ckpt
-from .networks.appearance_feature_extractor import AppearanceFeatureExtractor
 from .config import LivePortraitConfig
+from .networks.appearance_feature_extractor import AppearanceFeatureExtractor
 from .networks.motion_extractor import MotionExtractor
 from .networks.spade_generator import SPADEDecoder
 from .networks.stitching_retargeting_network import StitchingRetargeting

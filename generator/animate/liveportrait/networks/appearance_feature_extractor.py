@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
 from ..config import AppearanceConfig
+from .blocks import DownBlock2d, ResBlock3d, SameBlock2d
 
 
 class AppearanceFeatureExtractor(nn.Module):

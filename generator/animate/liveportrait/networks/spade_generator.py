@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SPADEResnetBlock
 from ..config import SpadeConfig
+from .blocks import SPADEResnetBlock
 
 
 class SPADEDecoder(nn.Module):

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SameBlock2d
 from ..config import WarpingConfig
+from .blocks import SameBlock2d
 from .dense_motion import DenseMotionNetwork
 
 
