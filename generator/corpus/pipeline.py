@@ -37,18 +37,8 @@ from generator.corpus.workers import Worker
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
 from thermvision_db.errors import InputError
 from thermvision_db.io.atomic import atomic_write_json
-from thermvision_db.schema.generated_corpus import (
-    IDENTITY_FILE,
-    PARTIAL_PREFIX,
-    RUN_FILE,
-    RUN_SCHEMA,
-    SUMMARY_FILE,
-    CorpusError,
-    GeneratedCorpus,
-    file_lock,
-    identity_name,
-    identity_record,
-)
+from thermvision_db.schema.generated_corpus import IDENTITY_FILE, PARTIAL_PREFIX, RUN_FILE, RUN_SCHEMA, SUMMARY_FILE
+from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, file_lock, identity_name, identity_record
 from thermvision_db.schema.splits import synthetic_split
 
 log = logging.getLogger(__name__)

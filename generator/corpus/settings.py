@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generator.animate.liveportrait.template import MotionSequence
+from generator.stills.flux import PRESETS  # one list of presets for every stage
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.schema.features import SETS  # the released corpus' two video sets per identity
 
-PRESETS = ("tiny", "thermvision")
 
 
 class SettingsError(ThermVisionError, ValueError):
