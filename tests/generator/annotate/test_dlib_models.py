@@ -175,3 +175,20 @@ def test_corpus_settings_load_dlib_models_and_record_them(models):
     records = {r["role"]: r for r in weight_records(s, torch.nn.Linear(1, 1)) if r["role"].startswith("label")}
     assert records["label_detector"]["settings"]["resize_width"] == 300
     assert records["label_landmarker"]["sha256"] == hashlib.sha256(models["dat"].read_bytes()).hexdigest()
+
+
+def test_detector_agreement_over_a_corpus_matches_hand_computed_ious(models):
+    from types import SimpleNamespace
+
+    from generator.annotate.agreement import agreement_markdown, detector_agreement
+
+    placed = [(250.0, 150.0, 120.0, 120.0), (230.0, 160.0, 120.0, 120.0)]
+    video = SimpleNamespace(video_id="v", frames=[thermal_face(FRAME, b) for b in placed] + [np.full(FRAME, 40, np.uint8)],
+                            boxes=[[list(b)] for b in placed] + [[]])
+    detector = DlibFaceDetector(models["svm"])
+    result = detector_agreement([video], detector)
+    expected = [iou(list(b), detector(thermal_face(FRAME, b))[0].box_xywh.tolist()) for b in placed]
+    assert result["frames"] == 3 and result["compared"] == 2  # the empty frame has neither labels nor a face
+    assert result["mean_iou"] == pytest.approx(np.mean(expected))
+    assert result["detector"]["sha256"] == hashlib.sha256(models["svm"].read_bytes()).hexdigest()
+    assert "Agreement with a face detector" in "\n".join(agreement_markdown(result))
