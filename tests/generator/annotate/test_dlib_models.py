@@ -192,3 +192,16 @@ def test_detector_agreement_over_a_corpus_matches_hand_computed_ious(models):
     assert result["mean_iou"] == pytest.approx(np.mean(expected))
     assert result["detector"]["sha256"] == hashlib.sha256(models["svm"].read_bytes()).hexdigest()
     assert "Agreement with a face detector" in "\n".join(agreement_markdown(result))
+
+
+def test_evaluate_command_reports_agreement_with_a_dlib_detector(models, tmp_path):
+    from thermvision_db.cli.main import main
+    from thermvision_db.demo.miniature import write_miniature
+
+    write_miniature(tmp_path / "corpus", identities=2, frames_per_video=2, size=64, zips=False)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(tmp_path / "corpus"), "--out", str(out), "--label-detector", str(models["svm"]),
+                 "--fid-features", "none"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Agreement with a face detector" in report and hashlib.sha256(
+        models["svm"].read_bytes()).hexdigest()[:12] in report and "of 8 frames compared" in report
