@@ -22,18 +22,21 @@ def detector_agreement(videos, detector) -> dict:
                            for boxes, d in zip(video.boxes, detections)], np.float64)
         every.append(values)
         finite = values[np.isfinite(values)]
-        per_video.append({"video_id": video.video_id, "frames": len(values), "compared": int(len(finite)),
+        per_video.append({"video_id": video.video_id, "frames": len(values), "compared": len(finite),
                           "mean_iou": float(finite.mean()) if len(finite) else None})
     values = np.concatenate(every) if every else np.zeros(0)
     finite = values[np.isfinite(values)]
-    return {"detector": model_record(detector), "frames": int(len(values)), "compared": int(len(finite)),
+    return {"detector": model_record(detector), "frames": len(values), "compared": len(finite),
             "mean_iou": float(finite.mean()) if len(finite) else None, **iou_distribution(values),
             "per_video": per_video}
 
 
 def agreement_markdown(result: dict) -> list[str]:
     q = result["iou_quantiles"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     return ["## Agreement with a face detector", "",
             f"Detector {result['detector']['path']} (sha256 {result['detector']['sha256'][:12]}..., "
             f"{result['detector'].get('kind', '')} {result['detector'].get('settings', '')}): "

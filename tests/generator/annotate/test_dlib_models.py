@@ -3,22 +3,29 @@ dlib's trainers), an analytic coordinate mapping, and refusals of files that are
 
 import hashlib
 import json
-import math
 import sys
 
 import dlib
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from generator.annotate.dlib_models import (DlibFaceDetector, DlibLandmarker54, DlibModelError, DlibUnavailable,
-                                            box_to_rect, rect_to_box, resize_to_width)
+from generator.annotate.dlib_models import (
+    DlibFaceDetector,
+    DlibLandmarker54,
+    DlibModelError,
+    DlibUnavailable,
+    box_to_rect,
+    rect_to_box,
+    resize_to_width,
+)
 from generator.annotate.labels import TEMPLATE_LAYOUT, PropagatedLabels, compare_labels, detect_frames
 from generator.annotate.models import load_detector, load_landmarker
 from generator.annotate.sftl54_order import PART_ORDERS, flip_points, order_problem
 from tests.generator.annotate.dlib_training import thermal_face, train_detector, train_predictor
-from thermvision_db.schema.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES, iou, parse_yolo_text
+from thermvision_db.schema.labels import NUM_LANDMARKS, SFTL54_FLIP_PAIRS, SFTL54_NAMES, iou
 
 TOL_PX = 1e-3
 
@@ -58,7 +65,7 @@ def test_resize_factors_follow_imutils_and_rectangles_round_trip(w, h, left, top
 def test_detector_boxes_equal_dlibs_own_output_after_the_mapping(models):
     frame = thermal_face(FRAME, FACE)
     faces = DlibFaceDetector(models["svm"])(frame)
-    small, sx, sy = resize_to_width(frame, 300)
+    small, _, _ = resize_to_width(frame, 300)
     own = dlib.simple_object_detector(str(models["svm"]))(small, 1)  # as dlib_face_detector.py calls it
     assert len(own) >= 1 and len(faces) == len(own)
     expected = sorted([[r.left() * 2, r.top() * 2, (r.width()) * 2, (r.height()) * 2] for r in own])
