@@ -245,6 +245,21 @@ def _stat(values: np.ndarray, fn) -> float | None:
     return float(fn(values)) if len(values) else None
 
 
+IOU_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+IOU_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def iou_distribution(ious) -> dict:
+    """The agreement as a distribution over detected frames: IoU quantiles and a 10-bin histogram on [0, 1]."""
+    values = np.asarray(ious, np.float64)
+    values = values[np.isfinite(values)]
+    quantiles = ({f"p{round(q * 100):02d}": float(np.quantile(values, q)) for q in IOU_QUANTILES}
+                 if len(values) else {f"p{round(q * 100):02d}": None for q in IOU_QUANTILES})
+    counts = np.histogram(values, bins=IOU_BINS)[0] if len(values) else np.zeros(len(IOU_BINS) - 1, int)
+    return {"iou_quantiles": quantiles, "iou_histogram": {"bins": IOU_BINS.round(2).tolist(),
+                                                          "counts": [int(c) for c in counts]}}
+
+
 def compare_labels(propagated: PropagatedLabels, detections: Sequence[Detection | None],
                    iou_threshold: float = 0.5) -> Disagreement:
     """Flag frames where the detector misses the face or its box overlaps the propagated box by IoU < threshold."""
@@ -271,6 +286,7 @@ def compare_labels(propagated: PropagatedLabels, detections: Sequence[Detection 
         "iou_threshold": float(iou_threshold), "mean_iou": _stat(ious, np.mean), "min_iou": _stat(ious, np.min),
         "mean_nme": None if nme is None else _stat(nme, np.mean),
         "max_nme": None if nme is None else _stat(nme, np.max),
+        **iou_distribution(ious),
     }
     return Disagreement(ious, nme, flagged, summary)
 

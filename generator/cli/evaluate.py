@@ -16,6 +16,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("data_dir", help="the corpus folder")
     p.add_argument("--out", required=True, help="report folder (report.md, PNG plots, box_qc.csv)")
     p.add_argument("--embedding", help="ONNX face-embedding model (image in, vector out)")
+    p.add_argument("--label-detector", help="face detector (.onnx, or SF-TL54's dlib .svm): the report states the "
+                   "agreement (IoU distribution) of the corpus's boxes with it")
     p.add_argument("--real-dir", help="folder of real thermal face images for FID/KID (needs torchmetrics)")
     p.add_argument("--compare", metavar="REFERENCE_DIR",
                    help="a second corpus (the released one, or the miniature) shown side by side with DATA_DIR")
@@ -48,6 +50,8 @@ def check_arguments(args) -> None:
     if args.fid_features not in ("inception", "none") and not Path(args.fid_features).is_file():
         raise SystemExit(f"--fid-features {args.fid_features} is neither 'inception', 'none' nor an existing .onnx "
                          "feature model file")
+    if args.label_detector is not None and not Path(args.label_detector).is_file():
+        raise SystemExit(f"--label-detector {args.label_detector} does not exist; give an .onnx or dlib .svm face detector")
     if args.inception_weights is not None and not Path(args.inception_weights).is_file():
         raise SystemExit(f"--inception-weights {args.inception_weights} does not exist; give the local {INCEPTION_FILE}")
 
@@ -60,7 +64,7 @@ def run_evaluate(args) -> int:
     results = evaluate(args.data_dir, args.out, embedding=args.embedding, real_dir=args.real_dir,
                        config=args.config, cache_dir=args.cache_dir, compare_dir=args.compare,
                        compare_config=args.compare_config, names=tuple(args.names), fid_features=features,
-                       inception_weights=args.inception_weights)
+                       inception_weights=args.inception_weights, label_detector=args.label_detector)
     skipped = [results["realism"]] if isinstance(results.get("realism"), str) else []
     skipped += [results["comparison"]["realism"]["skipped"]] if "skipped" in results.get("comparison", {}).get("realism", {}) else []
     for message in skipped if features is not None else []:

@@ -38,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--distinct", type=float, default=None, metavar="COSINE",
                    help="reject a still whose embedding is closer than this cosine similarity to an accepted one")
     g.add_argument("--label-detector", default=None,
-                   help="YOLOv5 / YOLO5Face ONNX face detector: labels the still and checks every frame")
-    g.add_argument("--label-landmarker", default=None, help="SF-TL54-style 54-point ONNX model for the still")
+                   help="face detector, YOLOv5 / YOLO5Face .onnx or SF-TL54's dlib .svm (needs the dlib extra): "
+                        "labels the still and checks every frame")
+    g.add_argument("--label-landmarker", default=None,
+                   help="54-point model for the still: SF-TL54-style .onnx or SF-TL54's dlib .dat shape predictor")
     g.add_argument("--eye-lip-model", default=None,
                    help="LivePortrait 203-point ONNX (landmark.onnx): measures the still's eye and lip opening, "
                         "the starting point of the expression retargeting")

@@ -36,10 +36,12 @@ def load_animator(s: GenerationSettings, device):
 
 def load_annotators(s: GenerationSettings) -> tuple:
     """(detector, 54-point landmarker, 203-point eye/lip model); None where the settings give no model."""
-    from generator.annotate.onnx_models import Landmarker54, Landmarker203, YoloFaceDetector
+    from generator.annotate.models import load_detector, load_landmarker
+    from generator.annotate.onnx_models import Landmarker203
 
-    return (YoloFaceDetector(s.label_detector) if s.label_detector else None,
-            Landmarker54(s.label_landmarker) if s.label_landmarker else None,
+    # .onnx, or SF-TL54's dlib .svm / .dat (with the authors' settings)
+    return (load_detector(s.label_detector) if s.label_detector else None,
+            load_landmarker(s.label_landmarker) if s.label_landmarker else None,
             Landmarker203(s.eye_lip_model) if s.eye_lip_model else None)
 
 
@@ -51,8 +53,16 @@ def weight_records(s: GenerationSettings, animator_nets) -> list[dict]:
     for role, path in (("liveportrait", s.liveportrait_dir), ("label_detector", s.label_detector),
                        ("label_landmarker", s.label_landmarker)):
         if path:
-            records += [{"role": role, "path": str(p), "sha256": sha} for p, sha in hash_weights(path).items()]
+            records += [{"role": role, "path": str(p), "sha256": sha, **_label_settings(role, p)}
+                        for p, sha in hash_weights(path).items()]
     if not s.liveportrait_dir:
         records.append({"role": "liveportrait", "path": None, "source": "tiny random networks, seed 0",
                         "sha256": state_dict_sha256(animator_nets)})
     return records
+
+
+def _label_settings(role: str, path) -> dict:
+    """dlib label models: their kind and the settings they run with (the authors' width 300, one upsampling)."""
+    from generator.annotate.dlib_models import dlib_defaults
+
+    return dlib_defaults(role, path)

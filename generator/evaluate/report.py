@@ -53,7 +53,7 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
              real_dir: str | None = None, config: str = "frames", cache_dir: str | None = None,
              progress: bool = True, compare_dir: str | os.PathLike | None = None, compare_config: str = "frames",
              names: tuple[str, str] = ("released", "generated"), fid_features="inception",
-             inception_weights: str | None = None) -> dict:
+             inception_weights: str | None = None, label_detector: str | None = None) -> dict:
     """Write `report.md` and its PNG plots under `out`; return the numbers behind them.
 
     With `compare_dir` (the released corpus or the miniature) the corpus at `data_dir` is also shown side by
@@ -85,6 +85,11 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
         per = results["identity"]["per_identity"]
         plots["identity.png"] = bar_chart(list(per["identity"]), {"within": list(per["within"]), "max between": list(per["max_between"])},
                                           "Identity: within vs highest between-identity cosine")
+    if label_detector:  # .onnx or SF-TL54's dlib .svm: agreement of the corpus's boxes with the detector
+        from generator.annotate.agreement import detector_agreement
+        from generator.annotate.models import load_detector
+
+        results["detector_agreement"] = detector_agreement(videos, load_detector(label_detector))
     if real_dir:
         results["realism"] = realism_against(real_dir, videos, feature=fid_features, inception_weights=inception_weights)
     if compare_dir is not None:
@@ -146,6 +151,10 @@ def render_report(results: dict, plots: list[str]) -> str:
         lines.append("")
     else:
         lines += ["Identity scores skipped: give `--embedding model.onnx` (an ArcFace-style face embedding model).", ""]
+    if "detector_agreement" in results:
+        from generator.annotate.agreement import agreement_markdown
+
+        lines += agreement_markdown(results["detector_agreement"])
     if "comparison" in results:
         names = results["comparison"]["names"]
         lines += [f"## {names[1]} side by side with {names[0]}", "", "![comparison](comparison.png)", "",

@@ -31,6 +31,7 @@ OUR_PACKAGE = Path(__file__).resolve().parents[2] / "generator"
 COMMANDS = {
     "generate": ("generator.cli.generate:add_generate_parser", "generator.cli.generate:run_generate"),
     "evaluate": ("generator.cli.evaluate:add_evaluate_parser", None),
+    "annotate": ("generator.cli.annotate:add_annotate_parser", "generator.cli.annotate:run_annotate"),
 }
 
 
