@@ -6,7 +6,8 @@ part-way through chosen answers (network faults), and can answer the few Hub API
 
 Hostile servers for the download and range-read tests, every one bounded: `change_during` replaces a file
 after some bytes of an answer (the rest of that answer and every later one come from the new content, with a
-new ETag), `drip` sends one byte per interval for at most a number of bytes then closes, `redirect_loop`
+new ETag), `drip` sends one byte per interval for at most a number of bytes then closes, `swaps_after_head` replaces a file right after
+answering a HEAD for it, `redirect_loop`
 answers a path with a redirect to itself, `publish_sha256` adds a `Digest` header. `If-Range` is honoured
 (a stale validator gets the whole file, 200), as RFC 9110 says.
 """
@@ -128,6 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
         with traffic.lock:
             traffic.requests.append(("HEAD" if head else "GET", path, start, end))
         if head:
+            swap = self.server.swaps_after_head.pop(path, None)
+            if swap is not None:  # the file changes between a client's HEAD and its GET
+                _replace(file, swap)
             return
         with open(file, "rb") as handle:
             handle.seek(start)
@@ -220,6 +224,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.changes: dict[str, tuple[int, bytes]] = {}
         self.drips: dict[str, tuple[float, int]] = {}
         self.redirect_loops: set[str] = set()
+        self.swaps_after_head: dict[str, bytes] = {}
         self.publish_sha256 = False
         self._fault_lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -214,9 +214,15 @@ def fetch_file(transport, remote: RemoteFile, target: Path, progress: bool, bloc
         atomic_write_json(note, {"url": remote.url, "size": remote.size, "validator": remote.validator})
         digest = _sha256_of(partial) if partial.exists() else hashlib.sha256()
         done = partial.stat().st_size if partial.exists() else 0
-        with tqdm(total=remote.size, initial=done, unit="B", unit_scale=True, desc=target.name,
-                  disable=not progress) as bar:
-            done, digest = _attempts(transport, remote, partial, done, digest, block, bar)
+        try:
+            with tqdm(total=remote.size, initial=done, unit="B", unit_scale=True, desc=target.name,
+                      disable=not progress) as bar:
+                done, digest = _attempts(transport, remote, partial, done, digest, block, bar)
+        except _Changed as err:
+            logger.warning("%s; the part is of an older version: starting again", err)
+            partial.unlink()
+            remote = transport.probe(remote.url)
+            continue
         if remote.sha256 and digest.hexdigest() != remote.sha256:
             partial.unlink()
             raise DownloadError(f"{remote.url}: the downloaded bytes have sha256 {digest.hexdigest()}, the server "
@@ -246,10 +252,9 @@ def _attempts(transport, remote, partial: Path, done: int, digest, block: int, b
         deadline = time.monotonic() + limits.attempt_timeout(remote.size - done)
         try:
             begin, blocks = transport.stream(remote, done, block)
-            if begin != done:  # the server sent the whole file: its validator no longer matches
-                partial.unlink(missing_ok=True)
-                done, digest = 0, hashlib.sha256()
-                bar.reset(total=remote.size)
+            if begin != done:  # the whole file instead of the rest: the validator no longer matches
+                blocks.close()
+                raise _Changed(f"{remote.url} answered the resume from byte {done:,} with the whole file")
             with open(partial, "ab") as handle:
                 for data in blocks:
                     if done + len(data) > remote.size:
