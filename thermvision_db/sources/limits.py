@@ -21,7 +21,7 @@ ENV_MIN_RATE = "THERMVISION_DB_MIN_RATE"
 
 MiB = 1 << 20
 # declared (inflated) size a member of each kind may have; a 512x512 PNG is well under 2 MiB
-MEMBER_LIMITS = {"png": 16 * MiB, "txt": 1 * MiB, "json": 16 * MiB, "mp4": 1024 * MiB}
+MEMBER_LIMITS = {"png": 16 * MiB, "txt": 1 * MiB, "json": 16 * MiB, "mp4": 256 * MiB}
 OTHER_MEMBER_LIMIT = 64 * MiB
 CENTRAL_DIRECTORY_LIMIT = 256 * MiB  # the release's directories are about 6 MB each
 
