@@ -65,9 +65,12 @@ MEMBERS = st.lists(st.tuples(st.sampled_from(["png", "txt", "mp4"]), st.binary(m
                              st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2])),
                    min_size=1, max_size=40)
 
+# a comment holding an end-record signature makes zipfile itself (the judge) refuse the archive
+COMMENTS = st.binary(max_size=300).filter(lambda c: b"PK\x05\x06" not in c and b"PK\x06\x06" not in c)
+
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(members=MEMBERS, comment=st.binary(max_size=300), zip64=st.booleans(), descriptors=st.booleans(),
+@given(members=MEMBERS, comment=COMMENTS, zip64=st.booleans(), descriptors=st.booleans(),
        prefix=st.sampled_from(["", "ThermVision-DB/"]), reverse=st.booleans())
 def test_random_zipfile_archives_read_the_same_three_ways(served, members, comment, zip64, descriptors, prefix, reverse):
     folder, server = served
