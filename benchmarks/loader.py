@@ -152,7 +152,7 @@ def remote(identities: int, frames: int, size: int, tmp: Path) -> dict:
     from thermvision_db import load_dataset
     from tests.support.loopback import LoopbackServer
     from thermvision_db.demo.miniature import write_miniature
-    from thermvision_db.sources.remote import download_release
+    from thermvision_db.sources.download import download_release
 
     corpus = write_miniature(tmp / "remote", identities=identities, frames_per_video=frames, size=size, folders=False)
     identity = corpus.identities[0]

@@ -58,7 +58,9 @@ def test_coco_round_trip(tiny, loader_rows, hf_cache, tmp_path):
         assert all(1 <= a <= 54 and 1 <= b <= 54 for a, b in category["skeleton"])
         by_image = {image["id"]: [] for image in document["images"]}
         for ann in document["annotations"]:
-            assert ann["segmentation"] == [] and ann["iscrowd"] == 0 and ann["area"] == pytest.approx(ann["bbox"][2] * ann["bbox"][3])
+            assert ann["segmentation"] == [[ann["bbox"][0], ann["bbox"][1], ann["bbox"][0] + ann["bbox"][2], ann["bbox"][1],
+                                              ann["bbox"][0] + ann["bbox"][2], ann["bbox"][1] + ann["bbox"][3], ann["bbox"][0],
+                                              ann["bbox"][1] + ann["bbox"][3]]] and ann["iscrowd"] == 0 and ann["area"] == pytest.approx(ann["bbox"][2] * ann["bbox"][3])
             points = np.asarray(ann["keypoints"], dtype=float).reshape(NUM_LANDMARKS, 3)
             assert ann["num_keypoints"] == 54 and set(points[:, 2]) == {2.0}
             by_image[ann["image_id"]].append((ann["bbox"], points[:, :2].tolist()))

@@ -18,9 +18,6 @@ from thermvision_db.tools.export_parquet import export_parquet, shard_ranges
 from thermvision_db.schema.labels import NUM_LANDMARKS, coco_to_yolo
 from thermvision_db.demo.miniature import write_miniature
 
-# OKS sigmas for the 54 SF-TL54 points: one value for every point, 0.025 (COCO's sigma for the eyes; faces have
-# no per-point calibration yet). Scoring ground truth against itself gives OKS 1 whatever the sigmas.
-SF_TL54_SIGMAS = np.full(NUM_LANDMARKS, 0.025)
 UNLABELLED = (3, 17, 40)
 
 
@@ -47,7 +44,7 @@ def _coco_eval(gt_path: Path, detections: list, iou_type: str) -> float:
     dt = gt.loadRes(detections)
     evaluator = COCOeval(gt, dt, iou_type)
     if iou_type == "keypoints":
-        evaluator.params.kpt_oks_sigmas = SF_TL54_SIGMAS
+        evaluator.params.kpt_oks_sigmas = np.asarray(gt.loadCats(1)[0]["oks_sigmas"])  # shipped in the category
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
@@ -59,7 +56,15 @@ def test_cocoeval_scores_the_export_against_itself_at_ap_1(corpus, tmp_path, hf_
     path = tmp_path / "coco" / "annotations" / "train.json"
     document = json.loads(path.read_text())
     annotations = document["annotations"]
-    assert all(a["segmentation"] == [] for a in annotations)
+    from pycocotools.coco import COCO
+
+    gt = COCO(str(path))  # the box polygon: annToMask covers the box (pixel-rounded) on every annotation
+    for a in annotations:
+        x, y, w, h = a["bbox"]
+        mask = gt.annToMask(a)
+        rows, cols = np.nonzero(mask)
+        assert abs(cols.min() - x) <= 1 and abs(cols.max() + 1 - (x + w)) <= 1 and abs(rows.min() - y) <= 1
+        assert abs(mask.sum() - w * h) <= 2 * (w + h) + 4
     first = next(a for a in annotations if document["images"][a["image_id"] - 1]["video_id"] == "F_01_S1")
     triples = np.asarray(first["keypoints"]).reshape(NUM_LANDMARKS, 3)
     assert first["num_keypoints"] == NUM_LANDMARKS - len(UNLABELLED)

@@ -38,7 +38,7 @@ def _info(args) -> int:
 
 def _verify(args) -> int:
     from thermvision_db.schema.members import ARCHIVE_SHA256, HUB_URL, MEMBERS
-    from thermvision_db.sources.base import is_url
+    from thermvision_db.sources.base import is_url, local_folder
     from thermvision_db.sources.hub import sha256_file
     from thermvision_db.sources.local import ReleaseSource
     from thermvision_db.tools.qc import RELEASED_MISSING, RELEASED_MULTIPLE, release_qc
@@ -49,7 +49,7 @@ def _verify(args) -> int:
         return 1 if verify_url(args.data_dir if is_url(args.data_dir) else HUB_URL) else 0
     if not args.data_dir:
         raise SystemExit("verify needs DATA_DIR (a folder or a URL), or --remote to check the Hub's zips")
-    data_dir = Path(args.data_dir)
+    data_dir = local_folder(args.data_dir)
     problems = 0
     if not args.no_checksums:
         for name, expected in ARCHIVE_SHA256.items():
@@ -200,7 +200,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="thermvision_demo", help="folder for the corpus, cache and pictures (created)")
     p.set_defaults(func=_demo)
 
-    from thermvision_db.sources.remote import add_download_parser
+    from thermvision_db.sources.download import add_download_parser
 
     add_download_parser(sub)
     from thermvision_db.tools.export import add_export_parser

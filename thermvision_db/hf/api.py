@@ -7,6 +7,7 @@ objects; any other dataset name passes straight through to `datasets.load_datase
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import warnings
@@ -96,10 +97,14 @@ def _load(name, split, data_dir, cache_dir, streaming, num_proc, download_mode, 
         return builder.as_streaming_dataset(split=split)
     try:
         builder.download_and_prepare(download_mode=download_mode, verification_mode=verification_mode, num_proc=num_proc)
-    except datasets.exceptions.DatasetGenerationError as err:
-        cause = err.__cause__
+    except (datasets.exceptions.DatasetGenerationError, OSError) as err:
+        cause = err
         while cause is not None and not isinstance(cause, ThermVisionError):
-            cause = cause.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+                raise CacheDirError(f"the datasets cache folder {builder.cache_dir} ran out of disk space while "
+                                    f"writing the Arrow files ({cause}); free space there, or pass cache_dir=... "
+                                    f"(CLI: --cache-dir) on a larger disk") from err
+            cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise cause from None
         raise

@@ -20,7 +20,7 @@ from thermvision_db.schema import features as schema
 from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, identity_name
 from thermvision_db.schema.members import IDENTITIES, MEMBERS
 from thermvision_db.schema.splits import assign
-from thermvision_db.sources.base import SourceError, is_url
+from thermvision_db.sources.base import SourceError, is_url, local_folder
 from thermvision_db.sources.hub import resolve_data_dir
 from thermvision_db.sources.images2d import category_folders, image_rows
 from thermvision_db.sources.released import frame_rows, video_row
@@ -43,7 +43,7 @@ def opened_source(data_dir):
     """The released corpus at `data_dir` (a folder or a URL), opened once per `load_dataset` call."""
     from thermvision_db.sources.remote import open_release
 
-    key = data_dir if is_url(data_dir) else str(Path(data_dir).resolve())
+    key = data_dir if is_url(data_dir) else str(local_folder(data_dir).resolve())
     return memo(("source", key), lambda: open_release(data_dir))
 
 
@@ -162,7 +162,7 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         if self.config.name == "images":
             if is_url(data_dir):
                 raise SourceError(f"the images configuration reads a local folder, not {data_dir}")
-            folders = category_folders(Path(data_dir))
+            folders = category_folders(local_folder(data_dir))
             return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"folders": [[f] for f in folders]})]
         source = opened_source(data_dir)  # a folder, or a URL read in place
         wanted = None if self.config.identities is None else [m for m in MEMBERS if m.identity in self.config.identities]

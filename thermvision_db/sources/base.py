@@ -8,6 +8,9 @@ source finds its archives and keys its files for the cache (`fingerprint`).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 from abc import ABC, abstractmethod
 
 from thermvision_db.errors import ThermVisionError
@@ -23,6 +26,16 @@ class SourceError(ThermVisionError, RuntimeError):
 def is_url(value) -> bool:
     """An fsspec URL (hf://, https://, s3://, gs://, ...) rather than a local folder."""
     return isinstance(value, str) and "://" in value and not value.startswith("file://")
+
+
+def local_folder(value) -> Path:
+    """A local path from a folder name or a `file://` URL (`file:///data/x`, `file://localhost/data/x`)."""
+    if isinstance(value, str) and value.startswith("file://"):
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost"):
+            raise SourceError(f"{value}: a file:// URL must name this machine (file:///path), not {parts.netloc!r}")
+        return Path(url2pathname(parts.path))
+    return Path(value).expanduser()
 
 
 class MissingRemoteFile(SourceError, FileNotFoundError):

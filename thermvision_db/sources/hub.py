@@ -8,7 +8,7 @@ from pathlib import Path
 
 from thermvision_db.io.offline import hub_offline
 from thermvision_db.schema.members import ARCHIVES, HUB_REPO_ID
-from thermvision_db.sources.base import SourceError, is_url
+from thermvision_db.sources.base import SourceError, is_url, local_folder
 
 ENV_DATA_DIR = "THERMVISION_DB_DIR"
 
@@ -17,7 +17,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | str:
     """`data_dir` (a folder or a URL), else $THERMVISION_DB_DIR, else the Hub dataset (see `hub_source`)."""
     chosen = data_dir or os.environ.get(ENV_DATA_DIR)
     if chosen:
-        return str(chosen) if is_url(chosen) else Path(chosen).expanduser()
+        return str(chosen) if is_url(chosen) else local_folder(chosen)
     return hub_source()
 
 

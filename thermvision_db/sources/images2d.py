@@ -54,7 +54,7 @@ def category_folders(data_dir: Path) -> list[tuple[str, Path]]:
     found = []
     levels = [p for p in sorted(data_dir.iterdir()) if p.is_dir() and p.name not in GENDER_ROOT.values()]
     for level in (data_dir, *levels):
-        for folder in sorted(p for p in level.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in level.iterdir() if p.is_dir() and not is_hidden(Path(p.name))):
             category = category_of(folder.name)
             if category is not None and folder.name not in VIDEO_SET_FOLDERS:
                 found.append((category, folder))
@@ -69,10 +69,16 @@ def category_folders(data_dir: Path) -> list[tuple[str, Path]]:
     )
 
 
+def is_hidden(relative: Path) -> bool:
+    """`datasets`' data-file rule: a part starting with `.` or `__` is hidden (macOS `._x.png` companions,
+    `.DS_Store`, `__MACOSX/`, `.ipynb_checkpoints/`)."""
+    return any(part.startswith((".", "__")) for part in relative.parts)
+
+
 def image_rows(folders: list[tuple[str, Path]]) -> Iterator[tuple[str, dict]]:
     for category, folder in folders:
         for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(path.relative_to(folder)) and path.is_file():
                 relative = path.relative_to(folder.parent)
                 yield str(relative), {
                     "image": {"path": str(path), "bytes": None},

@@ -11,7 +11,8 @@ from functools import cached_property
 from pathlib import Path
 
 from thermvision_db.schema.members import ARCHIVES, GENDER_ROOT, Member
-from thermvision_db.sources.base import ArchiveSource, SourceError
+from thermvision_db.sources.base import ArchiveSource, SourceError, local_folder
+from thermvision_db.sources.limits import check_member
 
 
 class ZipArchive:
@@ -55,10 +56,16 @@ class ZipArchive:
         return member in self.index
 
     def read(self, member: str) -> bytes:
+        """The member's bytes, after its declared size and compression method are checked (see `limits`)."""
+        zf = self._zip()
+        info = zf.getinfo(self.index[member])
+        check_member(str(self.path), member, info)
         try:
-            return self._zip().read(self.index[member])
+            return zf.read(info)
         except (zipfile.BadZipFile, EOFError, OSError) as err:
             raise SourceError(f"{self.path}: cannot read {member!r} ({err}); the zip looks truncated or damaged, re-download it") from err
+        except (NotImplementedError, RuntimeError) as err:  # zipfile's words for methods and encryption it lacks
+            raise SourceError(f"{self.path}: cannot read {member!r}: {err}") from err
 
     def __getstate__(self):  # picklable for num_proc / DataLoader workers: reopen in the child
         return {"path": self.path, "root": self.root}
@@ -145,7 +152,7 @@ class ReleaseSource(ArchiveSource):
     """
 
     def __init__(self, data_dir: str | os.PathLike):
-        data_dir = Path(data_dir).expanduser()
+        data_dir = local_folder(data_dir)
         self.data_dir = data_dir
         if not self.data_dir.is_dir():
             try:

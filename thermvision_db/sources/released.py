@@ -95,8 +95,12 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
             if need_video or not contiguous:
                 raise
             logger.warning("%s: the MP4 is unreadable; its %d PNG frames are used", member.video_id, len(present))
-    if info is not None:
-        num_frames = info.num_frames if need_video else max(info.num_frames, present[-1] + 1 if present else 0)
+    if info is not None and not need_video:  # a frame with a label counts too: it never disappears silently
+        labelled = [i for i in range(member.num_frames) if source.exists(member.gender, member.label_txt(i))]
+        last = max(present[-1] + 1 if present else 0, labelled[-1] + 1 if labelled else 0)
+        num_frames = max(info.num_frames, last)
+    elif info is not None:
+        num_frames = info.num_frames
     elif present:
         num_frames = present[-1] + 1
     else:

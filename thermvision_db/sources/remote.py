@@ -1,17 +1,15 @@
 """The released corpus at a URL: `hf://datasets/...`, `https://...` (a folder holding the two zips), `s3://`,
-`gs://` (with their fsspec backend installed). Rows are read from the zips in place; `download` makes the
-full local copy (resumable) that `verify` hashes; `remote_checksums` reads the Hub's LFS sha256 without it.
+`gs://` (with their fsspec backend installed). Rows are read from the zips in place; `download` (sources/download.py)
+makes the full local copy that `verify` hashes; `remote_checksums` reads the Hub's LFS sha256 without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from pathlib import Path
 
-from thermvision_db.schema.members import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT, HUB_REPO_ID
-from thermvision_db.sources.base import ArchiveSource, MissingRemoteFile, SourceError, is_url
+from thermvision_db.schema.members import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT
+from thermvision_db.sources.base import ArchiveSource, MissingRemoteFile, SourceError, is_url, local_folder
 from thermvision_db.sources.local import ReleaseSource
 from thermvision_db.sources.remote_zip import RemoteZipArchive, archive_identity, open_range_reader
 
@@ -61,7 +59,7 @@ class RemoteReleaseSource(ArchiveSource):
 
 def open_release(data_dir) -> ArchiveSource:
     """A local folder or a URL, as the builder, `verify` and `preview` read it."""
-    return RemoteReleaseSource(data_dir) if is_url(data_dir) else ReleaseSource(data_dir)
+    return RemoteReleaseSource(data_dir) if is_url(data_dir) else ReleaseSource(local_folder(data_dir))
 
 
 def _archive_readers(url: str, on_absent=lambda err: None):
@@ -113,59 +111,3 @@ def verify_url(url: str, print_=print) -> int:
            f"{frames:,} PNG frames and {labels:,} label files listed (the release has 30,200 and 30,123)")
     print_(f"read {source.bytes_read():,} bytes (central directories; cached for the next run)")
     return problems
-
-
-def download_release(url: str, dest: str | os.PathLike, progress: bool = True, chunk: int = 8 << 20) -> Path:
-    """Copy the zips at `url` into `dest`, resuming a `.incomplete` file; the Hub uses huggingface_hub's download."""
-    dest = Path(dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
-    if url.rstrip("/") == f"hf://datasets/{HUB_REPO_ID}":  # huggingface_hub resumes and verifies its downloads
-        from huggingface_hub import hf_hub_download
-
-        for name in ARCHIVES.values():
-            hf_hub_download(HUB_REPO_ID, name, repo_type="dataset", local_dir=dest)
-        return dest
-    for name, reader in _archive_readers(url, on_absent=lambda err: logger.warning("%s", err)):
-        if reader is None:
-            continue
-        _resume_copy(reader, dest / name, progress, chunk)
-    return dest
-
-
-def _resume_copy(reader, target: Path, progress: bool, chunk: int = 8 << 20) -> None:
-    """Append ranges to `<name>.incomplete` until it has every byte, then rename: a stopped run resumes."""
-    from tqdm.auto import tqdm
-
-    if target.is_file() and target.stat().st_size == reader.size:
-        return
-    partial = target.with_name(target.name + ".incomplete")
-    done = partial.stat().st_size if partial.exists() else 0
-    if done > reader.size:
-        partial.unlink()
-        done = 0
-    with open(partial, "ab") as handle, tqdm(total=reader.size, initial=done, unit="B", unit_scale=True,
-                                              desc=target.name, disable=not progress) as bar:
-        while done < reader.size:
-            block = reader.read(done, min(done + chunk, reader.size), f"{target.name} bytes {done:,}+")
-            handle.write(block)
-            handle.flush()
-            done += len(block)
-            bar.update(len(block))
-    os.replace(partial, target)
-
-
-def add_download_parser(sub) -> None:
-    """`thermvision-db download`: registered by `thermvision_db.cli.main`."""
-    p = sub.add_parser("download", help="the full copy of the two zips (about 21 GB), resumable; verify hashes it")
-    p.add_argument("out", help="folder to write the zips into")
-    p.add_argument("--from", dest="url", default=f"hf://datasets/{HUB_REPO_ID}",
-                   help="where the zips live (default: the Hub dataset)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_download)
-
-
-def run_download(args) -> int:
-    out = download_release(args.url, args.out, progress=not args.quiet)
-    print(f"wrote {', '.join(n for n in ARCHIVES.values() if (out / n).is_file())} to {out}; "
-          f"`thermvision-db verify {out}` hashes them")
-    return 0

@@ -10,57 +10,43 @@ CRC checks, compression methods) from a sparse file that holds only the fetched 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import logging
 import os
-import struct
 import threading
 import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from thermvision_db.io.atomic import atomic_write_bytes
 from thermvision_db.sources.base import MissingRemoteFile, SourceError
+from thermvision_db.sources import limits
 from thermvision_db.sources.local import ZipArchive
+from thermvision_db.sources.zip_directory import (ENV_CACHE, archive_identity, cache_root, central_directory,  # noqa: F401
+                                                 directory_cache_path)
 
 logger = logging.getLogger(__name__)
 
-ENV_CACHE = "THERMVISION_DB_REMOTE_CACHE"
-ENV_RETRIES = "THERMVISION_DB_RETRIES"
-ENV_RETRY_WAIT = "THERMVISION_DB_RETRY_WAIT"
 READAHEAD_BYTES = 8 << 20
-_TAIL = (1 << 16) + 22 + 20 + 56  # longest zip comment + end record + zip64 locator + zip64 end record
-_CACHE_MAGIC = b"TVDBCD1\n"
 _ALONE = {"mp4"}  # videos are read one at a time: no read-ahead into the decoy MP4s beside them
-
-
-def cache_root() -> Path:
-    """Central directories live beside the `datasets` cache unless $THERMVISION_DB_REMOTE_CACHE says otherwise."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    import datasets
-
-    return Path(datasets.config.HF_DATASETS_CACHE) / "thermvision_db_zip_directories"
-
-
-def archive_identity(info: dict) -> str | None:
-    """A content identity from fsspec metadata: the Hub's LFS sha256, else an ETag/MD5, else nothing."""
-    lfs = info.get("lfs")
-    if lfs:
-        sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
-        if sha:
-            return f"sha256:{sha}"
-    for key in ("sha256", "ETag", "etag", "md5Hash", "blob_id"):
-        if info.get(key):
-            return f"{key}:{str(info[key]).strip(chr(34))}"
-    return None
 
 
 class _Transient(Exception):
     """A short or failed read worth retrying."""
+
+
+def _is_timeout(err: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(err, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(err).__name__
+
+
+def http_timeout(fs, num_bytes: int) -> dict:
+    """The total limit of one request (fsspec's own `timeout`, for async backends); the idle limit is the
+    HTTP session's (see `_url_to_fs`)."""
+    from fsspec.asyn import AsyncFileSystem
+
+    return {"timeout": limits.attempt_timeout(num_bytes)} if isinstance(fs, AsyncFileSystem) else {}
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -101,6 +87,8 @@ class RangeReader:
             try:
                 data = self._fetch(start, end)
             except Exception as err:  # noqa: BLE001 - backends raise their own types (aiohttp, httpx, botocore)
+                if _is_timeout(err):
+                    err = _Transient(f"timed out ({limits.timeout_hint()})")
                 if not _is_transient(err):
                     raise SourceError(f"cannot read {what} from {self.url}: {type(err).__name__}: {err}") from err
                 last = err
@@ -121,8 +109,8 @@ class RangeReader:
     def _fetch(self, start: int, end: int) -> bytes:
         from fsspec.asyn import AsyncFileSystem
 
-        if isinstance(self.fs, AsyncFileSystem):  # HTTP, S3, GCS: one ranged GET
-            return self.fs.cat_file(self.path, start=start, end=end)
+        if isinstance(self.fs, AsyncFileSystem):  # HTTP, S3, GCS: one ranged GET, bounded in time for HTTP
+            return self.fs.cat_file(self.path, start=start, end=end, **http_timeout(self.fs, end - start))
         # HfFileSystem and other sync backends: one ranged read without the read-ahead block cache
         with self.fs.open(self.path, "rb", block_size=max(end - start, 1), cache_type="none") as handle:
             handle.seek(start)
@@ -212,7 +200,11 @@ class RemoteZipArchive(ZipArchive):
             try:
                 start, sparse, handle = self._parse(use_cache=True)
             except (zipfile.BadZipFile, OSError, ValueError) as err:  # a damaged cache file: fetch it again
-                logger.warning("%s: cached central directory unreadable (%s); fetching it again", self.url, err)
+                cache = directory_cache_path(self.reader)
+                logger.warning("%s: the cached central directory %s does not parse (%s); discarded, fetching it again",
+                               self.url, cache, err)
+                if cache is not None:
+                    cache.unlink(missing_ok=True)
                 try:
                     start, sparse, handle = self._parse(use_cache=False)
                 except (zipfile.BadZipFile, OSError, ValueError) as err2:
@@ -220,7 +212,7 @@ class RemoteZipArchive(ZipArchive):
             self._local.zip, self._local.sparse = handle, sparse
             self._local.order = sorted(handle.infolist(), key=lambda i: i.header_offset)
             self._local.offsets = [i.header_offset for i in self._local.order]
-            self._local.directory_start = start
+            self._local.directory_start = handle.start_dir  # not `start`: a small archive's tail holds members too
             self._pid = os.getpid()
         return handle
 
@@ -233,14 +225,16 @@ class RemoteZipArchive(ZipArchive):
         """(offset, bytes) from the central directory to the end of the archive: from the disk cache or fetched."""
         with self._setup_lock:
             if self._directory is None or not use_cache:
-                self._directory = _central_directory(self.reader, self.info(), use_cache)
+                self._directory = central_directory(self.reader, use_cache)
             return self._directory
 
     def read(self, member: str) -> bytes:
         if member not in self.index:
             return super().read(member)  # the parent's KeyError path names the member
         zf = self._zip()
-        self._ensure_window(zf.getinfo(self.index[member]), member)
+        info = zf.getinfo(self.index[member])
+        limits.check_member(self.url, member, info)  # before any byte of it travels
+        self._ensure_window(info, member)
         return super().read(member)
 
     def _ensure_window(self, info: zipfile.ZipInfo, member: str) -> None:
@@ -272,8 +266,17 @@ def _member_end(order: list[zipfile.ZipInfo], k: int, directory_start: int) -> i
 
 
 def _url_to_fs(url: str, storage_options: dict):
+    """The fsspec filesystem; for http(s) an aiohttp session that gives up after the idle limit without a byte
+    (aiohttp's default waits 5 minutes per read)."""
     from fsspec.core import url_to_fs
 
+    if url.split("://", 1)[0].lower() in ("http", "https") and "timeout" not in storage_options.get("client_kwargs", {}):
+        import aiohttp
+
+        idle = limits.idle_timeout()
+        client = {**storage_options.get("client_kwargs", {}),
+                  "timeout": aiohttp.ClientTimeout(total=None, sock_connect=idle, sock_read=idle)}
+        storage_options = {**storage_options, "client_kwargs": client}
     return url_to_fs(url, **storage_options)
 
 
@@ -285,75 +288,15 @@ def open_range_reader(url: str, storage_options: dict | None = None) -> RangeRea
         raise SourceError(f"cannot read {url}: its fsspec backend is not installed ({err}); e.g. `pip install s3fs` "
                           f"for s3://, `pip install gcsfs` for gs://") from err
     try:
-        info = fs.info(path)
+        info = fs.info(path, **http_timeout(fs, 0))
     except FileNotFoundError as err:
         raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
-    except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth: all end here with the URL named
-        raise SourceError(f"cannot reach {url}: {type(err).__name__}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth, redirect loops: the URL named
+        why = f"timed out ({limits.timeout_hint()})" if _is_timeout(err) else f"{type(err).__name__}: {err}"
+        raise SourceError(f"cannot reach {url}: {why}") from err
     if not info.get("size"):
         raise SourceError(f"{url} reports no size: the server must send Content-Length and honour Range requests")
-    retries = int(os.environ.get(ENV_RETRIES, "3"))
-    wait = float(os.environ.get(ENV_RETRY_WAIT, "0.5"))
+    retries, wait = limits.retries(), limits.retry_wait()
     return RangeReader(fs, path, url, int(info["size"]), retries=retries, retry_wait=wait, info=info)
 
 
-def _central_directory(reader: RangeReader, info: dict, use_cache: bool = True) -> tuple[int, bytes]:
-    identity = archive_identity(info)
-    cache = None
-    if identity:
-        key = hashlib.sha256(f"{identity}:{reader.size}".encode()).hexdigest()[:32]
-        cache = cache_root() / f"{key}.zipdir"
-        cached = _load_cached_directory(cache, reader.size) if use_cache else None
-        if cached is not None:
-            return cached
-    else:
-        logger.info("%s carries no ETag or sha256: its central directory is not cached on disk", reader.url)
-    # a short tail first (an archive without a comment ends in 22 bytes); the longest comment needs 64 KiB
-    tail_start = max(reader.size - 4096, 0)
-    tail = reader.read(tail_start, reader.size, "the zip's end record")
-    at = tail.rfind(b"PK\x05\x06")
-    if tail_start and (at < 0 or at + 22 != len(tail)):  # a comment: zipfile scans the last 64 KiB for the record
-        tail_start = max(reader.size - _TAIL, 0)
-        tail = reader.read(tail_start, reader.size - len(tail), "the zip's end record") + tail
-    start = min(_directory_start(tail, tail_start, reader.url), tail_start)
-    data = reader.read(start, tail_start, "the zip's central directory") + tail if start < tail_start else tail
-    if cache is not None:
-        atomic_write_bytes(cache, _CACHE_MAGIC + struct.pack("<QQ", start, reader.size) + data)
-    return start, data
-
-
-def _load_cached_directory(path: Path, size: int) -> tuple[int, bytes] | None:
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return None
-    head = len(_CACHE_MAGIC) + 16
-    if not blob.startswith(_CACHE_MAGIC) or len(blob) < head:
-        return None
-    start, cached_size = struct.unpack("<QQ", blob[len(_CACHE_MAGIC):head])
-    data = blob[head:]
-    if cached_size != size or start + len(data) != size:
-        return None
-    return start, data
-
-
-def _directory_start(tail: bytes, tail_start: int, url: str) -> int:
-    """Where the central directory begins, from the end record (zip64 when the archive is over 4 GiB)."""
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        raise SourceError(f"{url} has no zip end record in its last {len(tail):,} bytes: not a zip, or truncated")
-    cd_size, cd_offset = struct.unpack("<II", tail[at + 12:at + 20])
-    record = tail_start + at
-    locator = at - 20
-    if (cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) or (locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07"):
-        if locator < 0 or tail[locator:locator + 4] != b"PK\x06\x07":
-            raise SourceError(f"{url}: the zip64 locator is missing before the end record")
-        zip64_at = locator - 56
-        if zip64_at < 0 or tail[zip64_at:zip64_at + 4] != b"PK\x06\x06":
-            raise SourceError(f"{url}: the zip64 end record is not where the locator says")
-        cd_size = struct.unpack("<Q", tail[zip64_at + 40:zip64_at + 48])[0]
-        record = tail_start + zip64_at
-    start = record - cd_size
-    if start < 0:
-        raise SourceError(f"{url}: the end record gives a central directory of {cd_size:,} bytes, more than the file")
-    return start

@@ -147,12 +147,15 @@ def parquet_card(config: str, rows: datasets.DatasetDict, shards: dict[str, list
 
 
 def export_parquet(rows: datasets.DatasetDict, out: Path, config: str = "frames", progress: bool = True,
-                   max_shard_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
+                   max_shard_bytes: int = MAX_SHARD_BYTES, manifest=None) -> list[Path]:
     """`<config>/<split>-NNNNN-of-NNNNN-<sha>.parquet` (media embedded, each <= max_shard_bytes of media) and the
-    README.md card. Shards of an earlier export of this config are removed once the new ones are written."""
+    README.md card. Shards an earlier export wrote (its manifest) are removed once the new ones are written;
+    a user's own files are never touched."""
+    from thermvision_db.tools.export_manifest import ExportManifest
+
+    manifest = manifest or ExportManifest(out, "parquet", overwrite=True)
     folder = out / config
     folder.mkdir(parents=True, exist_ok=True)
-    stale = set(folder.glob("*.parquet"))
     shards: dict[str, list[Path]] = {}
     for split, dataset in tqdm(rows.items(), desc="parquet", disable=not progress):
         ranges = shard_ranges(_row_media_bytes(dataset), max_shard_bytes)
@@ -160,7 +163,7 @@ def export_parquet(rows: datasets.DatasetDict, out: Path, config: str = "frames"
     readme = out / "README.md"
     atomic_write_text(readme, parquet_card(config, rows, shards, out))
     written = [p for paths in shards.values() for p in paths]
-    for path in stale - set(written):
-        path.unlink()
+    for path in [*written, readme]:
+        manifest.wrote(path)
     return written + [readme]
 
