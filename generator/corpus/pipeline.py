@@ -27,18 +27,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from generator.corpus.barrier import DEFAULT_TIMEOUT_MINUTES, announce, wait_for
-from generator.corpus.claims import Claims
+from generator.corpus.claims import Claims, remove_damaged
 from generator.corpus.models import load_animator, load_annotators, load_stills_generator, weight_records
 from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
 from generator.corpus.videos import PendingIdentity, write_video
-from generator.corpus.workers import Worker
+from generator.corpus.workers import Worker, check_identity_count
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
 from thermvision_db.errors import InputError
 from thermvision_db.io.atomic import atomic_write_json
 from thermvision_db.schema.generated_corpus import (
-    IDENTITY_FILE,
     IDENTITY_SCHEMA,
     PARTIAL_PREFIX,
     RUN_FILE,
@@ -93,10 +92,9 @@ class GenerationPipeline:
 
         Other processes writing into the same folder share the work through per-unit claims (`claims.py`).
         """
-        if int(num_identities) < 1:
-            raise InputError(f"num_identities must be >= 1, got {num_identities}")
+        num_identities = check_identity_count(num_identities)
         try:
-            return self._run(int(num_identities), worker or Worker.from_env(shard))
+            return self._run(num_identities, worker or Worker.from_env(shard))
         except OSError as err:  # a full disk before or between identities (stills, run.json, manifest)
             if err.errno == errno.ENOSPC:
                 raise DiskFullError(self._disk_full_message(err)) from err
@@ -109,6 +107,11 @@ class GenerationPipeline:
         start = time.perf_counter()
         self.prepare_folder()
         announce(self.root, worker.index, worker.count)
+        for stray in self.claims.stray_entries():
+            log.warning("%s is not a claim file (a link, folder or unknown name): ignored as stale", stray)
+        for folder in self.corpus.damaged():
+            log.warning("%s has no valid identity.json (damaged, or left by another tool): it is not counted, "
+                        "and the worker that owns it makes it again", folder)
         finished = self.corpus.finished()
         if self.settings.distinct is None:
             slots = list(range(num_identities))
@@ -122,7 +125,7 @@ class GenerationPipeline:
         summary.skipped = len(mine) - len(todo)
         if todo:
             self._check_free_space(todo)
-        done = lambda i: (self.corpus.identity_dir(identity_name(i)) / IDENTITY_FILE).is_file()  # noqa: E731
+        done = self.corpus.is_finished
         with WriterPool(self.writers if todo else 0) as self._pool:
             pending: list[tuple[PendingIdentity, object]] = []  # animated, files still being written; claim held
             try:
@@ -177,7 +180,17 @@ class GenerationPipeline:
         return result
 
     def wait_for_identities(self, num_identities: int) -> None:
-        """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
+        """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included).
+
+        A single worker has waited for every other process's claim already (`Claims.each_held`): what is still
+        missing then will not come, so it fails at once naming it instead of waiting for workers that do not exist.
+        """
+        if self.worker.count == 1:
+            missing = sorted(set(range(num_identities)) - self.corpus.finished())
+            if missing:
+                raise CorpusError(f"{len(missing)} identities are not finished in {self.root} after this run "
+                                  f"(first: {identity_name(missing[0])}); see the run's log for why")
+            return
         by_slot = self.settings.distinct is not None  # with the filter, identity i belongs to worker i % count
         wait_for(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), root=self.root,
                  what="identities", timeout=self.barrier_timeout, name=identity_name, count=self.worker.count,
@@ -374,10 +387,13 @@ class GenerationPipeline:
                 video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
             summary.stage_seconds["encode"] += time.perf_counter() - t0
             atomic_write_json(pending.partial / "identity.json", pending.record)
-            if pending.final.exists():  # finished meanwhile by another process given the same shard: keep theirs
+            if self.corpus.record(pending.final) is not None:  # finished meanwhile by another process: keep theirs
                 shutil.rmtree(pending.partial)
-            else:
-                os.replace(pending.partial, pending.final)
+                return pending.final
+            if os.path.lexists(pending.final):  # damaged: an empty folder, a link, a folder without a valid record
+                log.warning("replacing %s: it has no valid identity.json", pending.final)
+                remove_damaged(pending.final)
+            os.replace(pending.partial, pending.final)
         except BaseException:
             pending.abort()
             raise

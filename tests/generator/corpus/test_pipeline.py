@@ -414,6 +414,9 @@ def test_barrier_times_out_with_a_clear_error(reference, tmp_path):
     pipeline = GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), out, progress=False,
                                   barrier_timeout=0.3)
     pipeline.wait_for_identities(3)  # all there: returns at once
+    with pytest.raises(CorpusError, match=r"2 identities are not finished .*first: S000003"):
+        pipeline.wait_for_identities(5)  # one process: nobody else will make them, so no wait at all
+    pipeline.worker = Worker(0, 2)  # one of two workers: waits for the other, then fails naming what is missing
     with pytest.raises(CorpusError, match=r"waited 0 s for 2 identities .*first: S000003"):
         pipeline.wait_for_identities(5)
 
