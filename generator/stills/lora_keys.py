@@ -115,6 +115,9 @@ def check_modules(modules: dict[str, LoraModule], path) -> None:
         if d.dim() != 2 or u.dim() != 2:
             raise LoraError(f"LoRA {path}: {module.name}.{down} has shape {tuple(d.shape)} and {module.name}.{up} "
                             f"{tuple(u.shape)}; FLUX LoRA factors are 2-D matrices (rank x in, out x rank)")
+        if 0 in (d.shape[0], u.shape[1]) or 0 in (d.shape[1], u.shape[0]):
+            raise LoraError(f"LoRA {path}: {module.name}.{down} has shape {tuple(d.shape)} and {module.name}.{up} "
+                            f"{tuple(u.shape)}: a factor of rank 0 (or an empty side) adds nothing; the file is damaged")
         if d.shape[0] != u.shape[1]:
             raise LoraError(f"LoRA {path}: rank mismatch in {module.name!r}: {down} {tuple(d.shape)} has rank "
                             f"{d.shape[0]} but {up} {tuple(u.shape)} has rank {u.shape[1]}")
