@@ -72,9 +72,8 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
     if any(k.endswith(".lora_magnitude_vector") for k in converted):
         converted.update(_plain_lora_magnitudes(pipe, converted, scale))
     if not converted:
-        raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
-                        "(a diffusers-format file needs the 'transformer.' prefix); "
-                        f"first keys: {', '.join(list(raw)[:3])}")
+        raise LoraError(f"LoRA {path} ({describe_format(raw)} layout): none of its keys matched the FLUX "
+                        f"transformer or text encoders{_prefix_hint(raw)}; first keys: {', '.join(list(raw)[:3])}")
     converted, failed = _load_weights(pipe, converted, adapter_name, path)
     lost = failed | _keys_not_landed(pipe, converted, adapter_name)
     for name, keys in sources.items():
@@ -84,8 +83,8 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
     if applied_keys == 0 or (ignored and not allow_ignored_keys):
         _remove_adapter(pipe, adapter_name)  # nothing stays half-applied
         if applied_keys == 0:
-            raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
-                            "(a diffusers-format file needs the 'transformer.' prefix)")
+            raise LoraError(f"LoRA {path} ({describe_format(raw)} layout): none of its keys matched the FLUX "
+                            f"transformer or text encoders{_prefix_hint(raw)}")
         shown = ", ".join(ignored[:_SHOWN]) + (f" ... ({len(ignored)} in all)" if len(ignored) > _SHOWN else "")
         raise LoraError(f"LoRA {path} ({describe_format(raw)}): {len(ignored)} of {len(raw)} keys would be ignored "
                         f"by the FLUX loader: {shown}. Refusing to apply it partially; pass "
@@ -104,6 +103,13 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
             "ignored_keys": sorted(ignored), "dora": any(k.endswith(".lora_magnitude_vector") for k in converted),
             "scale": scale, "effective_scale": sorted({round(scale * f, 8) for f in factors}) or [scale],
             "alpha_from": "safetensors metadata" if factors else "file tensors (kohya alpha / rank) or none"}
+
+
+def _prefix_hint(raw: dict) -> str:
+    """The 'transformer.' hint only where it can be the cause: PEFT keys without a component prefix."""
+    if describe_format(raw) == "diffusers/PEFT" and not any(k.startswith(_COMPONENTS) for k in raw):
+        return " (a diffusers-format file needs the 'transformer.' prefix)"
+    return ""
 
 
 def _remove_adapter(pipe, adapter_name: str) -> None:

@@ -93,3 +93,32 @@ def test_an_alpha_that_overflows_the_merged_weights_is_refused(tmp_path):
     with pytest.raises(LoraError, match=r"(to_q|to_k|proj_out).*(non-finite|overflow)"):
         load_lora(pipe, path)
     assert _max_difference(pipe.transformer.state_dict(), before) == 0  # nothing stays applied
+
+
+def test_xlabs_files_match_diffusers_loader(tmp_path):
+    """The x-flux layout (`double_blocks.N.processor.qkv_lora1.down.weight`), no alpha, as diffusers reads it."""
+    g = torch.Generator().manual_seed(5)
+    layers = {}
+    for name, rows in (("qkv_lora1", 3 * D), ("proj_lora1", D), ("qkv_lora2", 3 * D), ("proj_lora2", D)):
+        layers[f"double_blocks.0.processor.{name}.down.weight"] = torch.randn(2, D, generator=g) * 0.1
+        layers[f"double_blocks.0.processor.{name}.up.weight"] = torch.randn(rows, 2, generator=g) * 0.1
+    path = tmp_path / "xlabs.safetensors"
+    save_file(layers, str(path))
+    ours, record = _project_fused(path, 0.9)
+    reference = _diffusers_fused(path, 0.9)
+    assert _max_difference(reference, build_tiny_flux().transformer.state_dict()) > 1e-3
+    assert _max_difference(ours, reference) < 1e-6
+    assert record["format"] == "XLabs" and record["applied_keys"] == len(layers) == 8
+
+
+def test_kohya_and_comfyui_files_match_diffusers_loader(tmp_path):
+    from generator.stills.tiny_flux import write_tiny_kohya_lora
+    from safetensors.torch import load_file
+
+    kohya = write_tiny_kohya_lora(tmp_path / "kohya.safetensors")
+    comfy = tmp_path / "comfy.safetensors"
+    save_file({k.replace("lora_unet_", "diffusion_model.").replace("double_blocks_", "double_blocks.")
+               .replace("_img_attn_", ".img_attn.").replace("_txt_attn_", ".txt_attn."): v
+               for k, v in load_file(str(kohya)).items()}, str(comfy))
+    for path in (kohya, comfy):
+        assert _max_difference(_project_fused(path, 0.9)[0], _diffusers_fused(path, 0.9)) < 1e-6, path.name
