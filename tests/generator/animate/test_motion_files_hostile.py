@@ -55,3 +55,20 @@ def test_a_damaged_npz_is_refused_quoting_no_bytes(tmp_path, junk):
     path.write_bytes(junk)
     with pytest.raises(InputError, match=r"junk\.npz: not a readable motion template \(\w+\)$"):
         load_template(path)
+
+
+def test_a_library_entry_linking_out_of_its_folder_is_refused(tmp_path):
+    from generator.animate.motion.library import ExpressionLibrary
+
+    outside, folder = tmp_path / "outside", tmp_path / "library"
+    outside.mkdir()
+    folder.mkdir()
+    frames = 4
+    clip = MotionSequence(exp=np.random.default_rng(0).normal(size=(frames, 21, 3)), name="smile")
+    save_template(clip, outside / "smile.npz")
+    save_template(clip, folder / "real.npz")
+    (folder / "smile.npz").symlink_to(outside / "smile.npz")
+    (folder / "inside.npz").symlink_to(folder / "real.npz")
+    with pytest.raises(InputError, match=r"smile\.npz \(smile\) is a link leaving its folder"):
+        ExpressionLibrary.load({"smile": [folder / "smile.npz"]})
+    assert ExpressionLibrary.load({"smile": [folder / "inside.npz"]}).count("smile") == 1  # a link inside is fine
