@@ -35,7 +35,6 @@ from generator.corpus.summary import RunSummary
 from generator.corpus.videos import PendingIdentity, write_video
 from generator.corpus.workers import Worker, check_identity_count
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
-from thermvision_db.errors import InputError
 from thermvision_db.io.atomic import atomic_write_json
 from thermvision_db.schema.generated_corpus import (
     IDENTITY_SCHEMA,
