@@ -39,6 +39,19 @@ def remove_damaged(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def move_into_place(corpus, partial: Path, final: Path) -> bool:
+    """Rename a finished identity folder into place; False (and `partial` removed) when another process's valid
+    one is there already. A damaged entry there (empty folder, link, no valid record) is replaced."""
+    if corpus.record(final) is not None:
+        shutil.rmtree(partial)
+        return False
+    if os.path.lexists(final):
+        log.warning("replacing %s: it has no valid identity.json", final)
+        remove_damaged(final)
+    os.replace(partial, final)
+    return True
+
+
 def open_claim_file(path: Path) -> int:
     """A file descriptor on the regular file `path` (created if absent), never through a link.
 
@@ -99,6 +112,14 @@ class Claims:
             os.close(fd)
         line = text.strip().splitlines()[0] if text.strip() else ""
         return line if line.isprintable() and len(line.split()) == 2 else "another process"
+
+    def name_damaged(self, corpus) -> None:
+        """Warn, by name, about stray `.locks/` entries and identity folders without a valid record."""
+        for stray in self.stray_entries():
+            log.warning("%s is not a claim file (a link, folder or unknown name): ignored as stale", stray)
+        for folder in corpus.damaged():
+            log.warning("%s has no valid identity.json (damaged, or left by another tool): it is not counted, "
+                        "and the worker that owns it makes it again", folder)
 
     def stray_entries(self) -> list[Path]:
         """Entries of `.locks/` that are not claim files (links, folders, other names): named, never used."""

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from generator.corpus.barrier import DEFAULT_TIMEOUT_MINUTES, announce, wait_for
-from generator.corpus.claims import Claims, remove_damaged
+from generator.corpus.claims import Claims, move_into_place
 from generator.corpus.models import load_animator, load_annotators, load_stills_generator, weight_records
 from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.settings import GenerationSettings
@@ -106,11 +106,7 @@ class GenerationPipeline:
         start = time.perf_counter()
         self.prepare_folder()
         announce(self.root, worker.index, worker.count)
-        for stray in self.claims.stray_entries():
-            log.warning("%s is not a claim file (a link, folder or unknown name): ignored as stale", stray)
-        for folder in self.corpus.damaged():
-            log.warning("%s has no valid identity.json (damaged, or left by another tool): it is not counted, "
-                        "and the worker that owns it makes it again", folder)
+        self.claims.name_damaged(self.corpus)
         finished = self.corpus.finished()
         if self.settings.distinct is None:
             slots = list(range(num_identities))
@@ -180,10 +176,7 @@ class GenerationPipeline:
 
     def wait_for_identities(self, num_identities: int) -> None:
         """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included).
-
-        A single worker has waited for every other process's claim already (`Claims.each_held`): what is still
-        missing then will not come, so it fails at once naming it instead of waiting for workers that do not exist.
-        """
+        A single worker has waited for others' claims already (`Claims.each_held`): it fails at once instead."""
         if self.worker.count == 1:
             missing = sorted(set(range(num_identities)) - self.corpus.finished())
             if missing:
@@ -386,13 +379,8 @@ class GenerationPipeline:
                 video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
             summary.stage_seconds["encode"] += time.perf_counter() - t0
             atomic_write_json(pending.partial / "identity.json", pending.record)
-            if self.corpus.record(pending.final) is not None:  # finished meanwhile by another process: keep theirs
-                shutil.rmtree(pending.partial)
-                return pending.final
-            if os.path.lexists(pending.final):  # damaged: an empty folder, a link, a folder without a valid record
-                log.warning("replacing %s: it has no valid identity.json", pending.final)
-                remove_damaged(pending.final)
-            os.replace(pending.partial, pending.final)
+            if not move_into_place(self.corpus, pending.partial, pending.final):
+                return pending.final  # finished meanwhile by another process: theirs is kept
         except BaseException:
             pending.abort()
             raise
