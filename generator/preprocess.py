@@ -21,10 +21,17 @@ STEPS = ("minmax", "bilateral", "equalize")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """(H, W) float or uint8 from any (H, W[, 1|3|4]) image (channel mean; thermal pseudo-RGB is near-equal)."""
+    """(H, W) float or uint8 from any (H, W[, 1|3|4]) image (channel mean; thermal pseudo-RGB is near-equal).
+
+    An 8-bit image stays 8-bit whatever its channel count (the mean rounded back to uint8), so an 8-bit RGB still
+    with R=G=B is used exactly as the same still saved as 8-bit gray, never min-max stretched."""
     image = np.asarray(image)
     if image.ndim == 3:
-        image = image[..., :3].mean(axis=2) if image.shape[2] >= 3 else image[..., 0]
+        if image.shape[2] >= 3:
+            mean = image[..., :3].mean(axis=2)
+            image = np.round(mean).astype(np.uint8) if image.dtype == np.uint8 else mean
+        else:
+            image = image[..., 0]
     if image.ndim != 2:
         raise InputError(f"expected an (H, W[, C]) image, got shape {image.shape}")
     return image

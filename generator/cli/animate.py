@@ -109,6 +109,16 @@ def motions_lip_array(path: str):
     return load_lip_array(path)
 
 
+def pad_to_even(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """H.264 (yuv420p) needs even sizes: an odd-sized source gets one edge-replicated row/column at the bottom/right
+    before animating (box coordinates are unchanged), and the padding is reported; None when nothing was added."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image, None
+    padded = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return padded, f"padded {w}x{h} -> {padded.shape[1]}x{padded.shape[0]} at the bottom/right (H.264 needs even sizes)"
+
+
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -147,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
         rule = scale_rule(to_gray(raw))
         if rule:
             print(f"{path.name}: {rule}")
+        image, padded = pad_to_even(image)
+        if padded:
+            print(f"{path.name}: {padded}")
         crop = None
         if args.source_box:
             box = [float(v) for v in args.source_box.split(",")]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from thermvision_db.errors import InputError
+
 STAGES = {
     "stills": "generator.cli.stills",
     "animate": "generator.cli.animate",
@@ -41,7 +43,27 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def check_values(args: argparse.Namespace) -> None:
+    """Counts, seeds and indices checked before any model loads: one line each (InputError, rc 2)."""
+    from generator.corpus.settings import check_seed
+    from generator.corpus.workers import check_identity_count
+
+    check_identity_count(args.num_identities)
+    check_seed(args.seed, "--seed")
+    if getattr(args, "noise_seed", None) is not None:
+        check_seed(args.noise_seed, "--noise-seed")
+    for name in ("batch_size", "writers", "noise_batch"):
+        value = getattr(args, name, None)
+        if value is not None and not (0 if name == "writers" else 1) <= value <= 10**4:
+            raise InputError(f"--{name.replace('_', '-')} must be between {0 if name == 'writers' else 1} and "
+                             f"10,000, got {value:,}")
+    first = getattr(args, "stills_first_index", None)
+    if first is not None and not 0 <= first <= 10**7:
+        raise InputError(f"--stills-first-index must be between 0 and 10,000,000, got {first:,}")
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    check_values(args)
     try:
         module = importlib.import_module(STAGES[args.stage])
     except ModuleNotFoundError as err:

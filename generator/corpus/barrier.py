@@ -5,6 +5,9 @@ worker announces itself in `.workers/<i>-of-<n>.json` (host, PID, start time) wh
 waits for others' stills or identities logs, every `log_every` seconds, what is missing and which workers own it,
 split into workers that never announced themselves and workers that did but have not delivered; after `timeout`
 seconds it fails with the same account.
+
+Heartbeat files are input too: read without following links, at most a few kB, and used only when they hold
+the expected object (worker, count, host, PID); anything else in `.workers/` is named as stale and ignored.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from generator.corpus.claims import check_folder
 from thermvision_db.io.atomic import atomic_write_json
 from thermvision_db.schema.generated_corpus import CorpusError
 
@@ -27,21 +33,60 @@ DEFAULT_TIMEOUT_MINUTES = 30.0
 LOG_EVERY_SECONDS = 60.0
 
 
+_HEARTBEAT_BYTES = 4096
+_HEARTBEAT_NAME = re.compile(r"\d+-of-\d+\.json")
+
+
 def announce(root: Path, index: int, count: int) -> Path:
-    """Write this worker's heartbeat file (who and where), read by waiting peers."""
-    return atomic_write_json(Path(root) / WORKERS_DIR / f"{index}-of-{count}.json",
-                             {"worker": index, "count": count, "host": socket.gethostname(), "pid": os.getpid(),
-                              "started": time.time()})
+    """Write this worker's heartbeat file (who and where), read by waiting peers. The write replaces whatever
+    is there by rename (a link is replaced, never followed); a directory in its place stops the run naming it."""
+    folder = Path(root) / WORKERS_DIR
+    check_folder(folder)
+    path = folder / f"{index}-of-{count}.json"
+    if path.is_dir() and not path.is_symlink():
+        raise CorpusError(f"{path} is a directory where this worker's heartbeat file belongs: the corpus folder is "
+                          "damaged; remove it and run again")
+    for stray in stray_heartbeats(root):
+        log.warning("%s is not a worker heartbeat file (a link, folder or unknown name): ignored as stale", stray)
+    return atomic_write_json(path, {"worker": index, "count": count, "host": socket.gethostname(),
+                                    "pid": os.getpid(), "started": time.time()})
+
+
+def stray_heartbeats(root: Path) -> list[Path]:
+    folder = Path(root) / WORKERS_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_symlink() or not p.is_file()
+                  or not _HEARTBEAT_NAME.fullmatch(p.name))
+
+
+def read_heartbeat(path: Path, index: int, count: int) -> dict | None:
+    """The heartbeat at `path` when it is a regular file holding this worker's object, else None (stale)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = json.loads(os.read(fd, _HEARTBEAT_BYTES + 1)[:_HEARTBEAT_BYTES + 1])
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if (isinstance(data, dict) and data.get("worker") == index and data.get("count") == count
+            and isinstance(data.get("host"), str) and data["host"].isprintable() and len(data["host"]) <= 255
+            and isinstance(data.get("pid"), int) and not isinstance(data["pid"], bool)):
+        return data
+    return None
 
 
 def _announced(root: Path, count: int) -> dict[int, dict]:
     found = {}
     for index in range(count):
-        path = Path(root) / WORKERS_DIR / f"{index}-of-{count}.json"
-        try:
-            found[index] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+        data = read_heartbeat(Path(root) / WORKERS_DIR / f"{index}-of-{count}.json", index, count)
+        if data is not None:
+            found[index] = data
     return found
 
 

@@ -10,8 +10,8 @@ identities (`block % workers == worker`), with workers = torchrun/accelerate ran
 still is made in the same batch whatever the number of processes, so the corpus is the same as one process's.
 The optional distinctness filter needs every candidate still before deciding, so with it the processes meet
 at a file barrier between the stills and the animation.
-PNG frames and H.264 videos are written by a pool of writer processes (corpus/writers.py) while the next identity
-is animated; an identity is renamed into place only after its writers have finished.
+PNG frames and H.264 videos are written by a pool of writer processes (corpus/writers.py) while the next identity is
+animated; an identity is renamed into place only after its writers have finished.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from generator.corpus.barrier import DEFAULT_TIMEOUT_MINUTES, announce, wait_for
-from generator.corpus.claims import Claims
+from generator.corpus.claims import Claims, move_into_place
 from generator.corpus.models import load_animator, load_annotators, load_stills_generator, weight_records
 from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.settings import GenerationSettings
 from generator.corpus.summary import RunSummary
 from generator.corpus.videos import PendingIdentity, write_video
-from generator.corpus.workers import Worker
+from generator.corpus.workers import Worker, check_identity_count
 from generator.corpus.writers import WriterError, WriterPool, default_writer_processes
-from thermvision_db.errors import InputError
 from thermvision_db.io.atomic import atomic_write_json
 from thermvision_db.schema.generated_corpus import IDENTITY_FILE, PARTIAL_PREFIX, RUN_FILE, RUN_SCHEMA, SUMMARY_FILE
 from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, file_lock, identity_name, identity_record
@@ -83,10 +82,9 @@ class GenerationPipeline:
 
         Other processes writing into the same folder share the work through per-unit claims (`claims.py`).
         """
-        if int(num_identities) < 1:
-            raise InputError(f"num_identities must be >= 1, got {num_identities}")
+        num_identities = check_identity_count(num_identities)
         try:
-            return self._run(int(num_identities), worker or Worker.from_env(shard))
+            return self._run(num_identities, worker or Worker.from_env(shard))
         except OSError as err:  # a full disk before or between identities (stills, run.json, manifest)
             if err.errno == errno.ENOSPC:
                 raise DiskFullError(self._disk_full_message(err)) from err
@@ -99,6 +97,7 @@ class GenerationPipeline:
         start = time.perf_counter()
         self.prepare_folder()
         announce(self.root, worker.index, worker.count)
+        self.claims.name_damaged(self.corpus)
         finished = self.corpus.finished()
         if self.settings.distinct is None:
             slots = list(range(num_identities))
@@ -112,7 +111,7 @@ class GenerationPipeline:
         summary.skipped = len(mine) - len(todo)
         if todo:
             self._check_free_space(todo)
-        done = lambda i: (self.corpus.identity_dir(identity_name(i)) / IDENTITY_FILE).is_file()  # noqa: E731
+        done = self.corpus.is_finished
         with WriterPool(self.writers if todo else 0) as self._pool:
             pending: list[tuple[PendingIdentity, object]] = []  # animated, files still being written; claim held
             try:
@@ -167,7 +166,14 @@ class GenerationPipeline:
         return result
 
     def wait_for_identities(self, num_identities: int) -> None:
-        """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included)."""
+        """Block until identities 0..n-1 are all finished (other processes of a data-parallel run included).
+        A single worker has waited for others' claims already (`Claims.each_held`): it fails at once instead."""
+        if self.worker.count == 1:
+            missing = sorted(set(range(num_identities)) - self.corpus.finished())
+            if missing:
+                raise CorpusError(f"{len(missing)} identities are not finished in {self.root} after this run "
+                                  f"(first: {identity_name(missing[0])}); see the run's log for why")
+            return
         by_slot = self.settings.distinct is not None  # with the filter, identity i belongs to worker i % count
         wait_for(lambda: sorted(set(range(num_identities)) - self.corpus.finished()), root=self.root,
                  what="identities", timeout=self.barrier_timeout, name=identity_name, count=self.worker.count,
@@ -281,8 +287,7 @@ class GenerationPipeline:
     @property
     def writer_pool(self) -> WriterPool:
         """The PNG/H.264 writer processes of the running `run` (or an inline pool while one identity is made)."""
-        if self._pool is None:
-            raise RuntimeError("no writer pool: identities are written inside GenerationPipeline.run")
+        assert self._pool is not None, "identities are written inside GenerationPipeline.run"
         return self._pool
 
     def _weight_records(self, still_sidecar: dict) -> list[dict]:
@@ -375,10 +380,8 @@ class GenerationPipeline:
                 video["encoder"] = job.result()["codec"]  # NVENC may have fallen back to x264 for this video
             summary.stage_seconds["encode"] += time.perf_counter() - t0
             atomic_write_json(pending.partial / IDENTITY_FILE, pending.record)
-            if pending.final.exists():  # finished meanwhile by another process given the same shard: keep theirs
-                shutil.rmtree(pending.partial)
-            else:
-                os.replace(pending.partial, pending.final)
+            if not move_into_place(self.corpus, pending.partial, pending.final):
+                return pending.final  # finished meanwhile by another process: theirs is kept
         except BaseException:
             pending.abort()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,6 +109,18 @@ def _motion_files(settings) -> dict | None:
     return {k: _file_identity(str(v)) for k, v in sorted(paper_clip_paths(settings.driving_clips).items())}
 
 
+MAX_SEED = 2**63 - 1  # seeds are stored as int64 in the manifest (Parquet) and taken by torch.Generator
+
+
+def check_seed(value, what: str = "seed") -> int:
+    """A seed as a plain integer in 0..2**63-1, or one SettingsError line (2**70, -1, 1.5, '7')."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{what} must be a whole number, got {value!r} ({type(value).__name__})")
+    if not 0 <= value <= MAX_SEED:
+        raise SettingsError(f"{what} must be between 0 and 2**63-1 (it is stored as a 64-bit integer), got {value}")
+    return value
+
+
 @dataclass
 class GenerationSettings:
     """The settings of one generated corpus."""
@@ -142,6 +155,19 @@ class GenerationSettings:
     video_encoder: str = "auto"  # 'auto': h264_nvenc when the GPU and PyAV build offer it, else libx264; 'x264', 'nvenc'
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
+        for name in ("prompt_template", "prompt_template_t5"):
+            if getattr(self, name) is not None:
+                from generator.stills.prompts import check_template
+
+                check_template(getattr(self, name))
+        if isinstance(self.lora_scale, bool) or not isinstance(self.lora_scale, (int, float)) \
+                or not math.isfinite(self.lora_scale):
+            raise SettingsError(f"lora_scale must be a finite number, got {self.lora_scale!r}")
+        for name in ("still_steps", "still_batch", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**6:
+                raise SettingsError(f"{name} must be a whole number between 1 and 1,000,000, got {value!r}")
         if self.preset not in PRESETS:
             raise SettingsError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         self.motion_program, frames = split_motion(self.motion, self.motion_program)

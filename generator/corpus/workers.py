@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 
 from thermvision_db.errors import InputError
+
+
+MAX_IDENTITIES = 10**7  # identity folders are S000000..; ten million is far beyond any corpus one folder holds
+
+
+def check_identity_count(value) -> int:
+    """An identity count as a plain integer in 1..MAX_IDENTITIES, or one InputError line (2.5, '3', True, 10**12)."""
+    if isinstance(value, bool) or not isinstance(value, (int, numbers.Integral)):
+        raise InputError(f"num_identities must be a whole number, got {value!r} ({type(value).__name__})")
+    if not 1 <= int(value) <= MAX_IDENTITIES:
+        raise InputError(f"num_identities must be between 1 and {MAX_IDENTITIES:,}, got {int(value):,}")
+    return int(value)
+
 
 
 # ------------------------------------------------------------------------------------------------ workers

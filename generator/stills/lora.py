@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from generator.stills.lora_checks import adapter_metadata, apply_adapter_metadata, check_merged_finite
 from generator.stills.lora_keys import (
     LORA_PARTS,
     LoraError,
@@ -66,13 +67,13 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
     modules = group_modules(raw)
     check_modules(modules, path)
     converted, sources, ignored = _convert_per_module(pipe, modules, path)
+    factors = apply_adapter_metadata(converted, adapter_metadata(path))
     _check_lora_shapes(pipe, converted, path)
     if any(k.endswith(".lora_magnitude_vector") for k in converted):
         converted.update(_plain_lora_magnitudes(pipe, converted, scale))
     if not converted:
-        raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
-                        "(a diffusers-format file needs the 'transformer.' prefix); "
-                        f"first keys: {', '.join(list(raw)[:3])}")
+        raise LoraError(f"LoRA {path} ({describe_format(raw)} layout): none of its keys matched the FLUX "
+                        f"transformer or text encoders{_prefix_hint(raw)}; first keys: {', '.join(list(raw)[:3])}")
     converted, failed = _load_weights(pipe, converted, adapter_name, path)
     lost = failed | _keys_not_landed(pipe, converted, adapter_name)
     for name, keys in sources.items():
@@ -82,19 +83,33 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
     if applied_keys == 0 or (ignored and not allow_ignored_keys):
         _remove_adapter(pipe, adapter_name)  # nothing stays half-applied
         if applied_keys == 0:
-            raise LoraError(f"LoRA {path}: none of its keys matched the FLUX transformer or text encoders "
-                            "(a diffusers-format file needs the 'transformer.' prefix)")
+            raise LoraError(f"LoRA {path} ({describe_format(raw)} layout): none of its keys matched the FLUX "
+                            f"transformer or text encoders{_prefix_hint(raw)}")
         shown = ", ".join(ignored[:_SHOWN]) + (f" ... ({len(ignored)} in all)" if len(ignored) > _SHOWN else "")
         raise LoraError(f"LoRA {path} ({describe_format(raw)}): {len(ignored)} of {len(raw)} keys would be ignored "
                         f"by the FLUX loader: {shown}. Refusing to apply it partially; pass "
                         "--lora-allow-ignored-keys (Python: allow_ignored_keys=True) to apply the rest anyway")
+    try:
+        check_merged_finite(pipe, converted, scale, path)
+    except LoraError:
+        _remove_adapter(pipe, adapter_name)
+        raise
     if fuse:
         pipe.fuse_lora(lora_scale=scale, adapter_names=[adapter_name])
         pipe.unload_lora_weights()
     else:
         pipe.set_adapters([adapter_name], [scale])
     return {"path": str(path), "format": describe_format(raw), "keys": len(raw), "applied_keys": applied_keys,
-            "ignored_keys": sorted(ignored), "dora": any(k.endswith(".lora_magnitude_vector") for k in converted)}
+            "ignored_keys": sorted(ignored), "dora": any(k.endswith(".lora_magnitude_vector") for k in converted),
+            "scale": scale, "effective_scale": sorted({round(scale * f, 8) for f in factors}) or [scale],
+            "alpha_from": "safetensors metadata" if factors else "file tensors (kohya alpha / rank) or none"}
+
+
+def _prefix_hint(raw: dict) -> str:
+    """The 'transformer.' hint only where it can be the cause: PEFT keys without a component prefix."""
+    if describe_format(raw) == "diffusers/PEFT" and not any(k.startswith(_COMPONENTS) for k in raw):
+        return " (a diffusers-format file needs the 'transformer.' prefix)"
+    return ""
 
 
 def _remove_adapter(pipe, adapter_name: str) -> None:
@@ -158,8 +173,16 @@ def _convert_per_module(pipe, modules: dict[str, LoraModule], path: Path):
 
 
 def _lora_state_dict(pipe, state_dict: dict) -> dict:
-    out = pipe.lora_state_dict(dict(state_dict))
-    return out[0] if isinstance(out, tuple) else out
+    """diffusers' conversion; alphas it returns apart (`x.alpha` beside diffusers keys) are baked into lora_B as
+    alpha / rank, the scaling diffusers' loader gives them, so the state dict alone carries the file's strength."""
+    out = pipe.lora_state_dict(dict(state_dict), return_alphas=True)
+    converted, alphas = out if isinstance(out, tuple) else (out, None)
+    for key, alpha in (alphas or {}).items():
+        up = f"{key.removesuffix('.alpha')}.lora_B.weight"
+        if up not in converted:
+            raise KeyError(key)  # an alpha whose layer is not in the file: the module is counted as ignored
+        converted[up] = converted[up] * (float(alpha) / converted[up].shape[1])
+    return converted
 
 
 def _dora_magnitudes(pipe, module: LoraModule) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from thermvision_db.errors import ThermVisionError
 
 # Parts a module's key can end with. Order matters: longer names first so `lokr_w1_a` is not read as `lokr_w1`.
 LORA_PARTS = ("lora_down.weight", "lora_up.weight", "lora_A.weight", "lora_B.weight", "lora_magnitude_vector",
-              "alpha", "dora_scale")
+              "alpha", "dora_scale", "down.weight", "up.weight")  # the last two: XLabs `processor.qkv_lora1.down`
 LYCORIS_PARTS = ("lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_w1", "lokr_w2", "lokr_t2",
                  "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
                  "lora_mid.weight", "oft_blocks", "oft_diag", "diff_b", "diff", "w_norm", "b_norm", "scale", "rescale")
@@ -47,11 +47,11 @@ class LoraModule:
 
     @property
     def down(self) -> str | None:
-        return next((p for p in ("lora_down.weight", "lora_A.weight") if p in self.parts), None)
+        return next((p for p in ("lora_down.weight", "lora_A.weight", "down.weight") if p in self.parts), None)
 
     @property
     def up(self) -> str | None:
-        return next((p for p in ("lora_up.weight", "lora_B.weight") if p in self.parts), None)
+        return next((p for p in ("lora_up.weight", "lora_B.weight", "up.weight") if p in self.parts), None)
 
 
 def group_modules(state_dict: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
@@ -83,6 +83,8 @@ def describe_format(state_dict: dict[str, torch.Tensor]) -> str:
     dora = " + DoRA magnitudes" if any(k.endswith((".dora_scale", ".lora_magnitude_vector")) for k in keys) else ""
     if any(k.startswith(("lora_unet_", "lora_te")) for k in keys):
         return "kohya" + dora
+    if any(".processor." in k for k in keys):
+        return "XLabs" + dora
     if any(k.startswith("diffusion_model.") for k in keys):
         return "ComfyUI" + dora
     if any(".lora_A." in k or ".lora_B." in k for k in keys):
@@ -115,6 +117,9 @@ def check_modules(modules: dict[str, LoraModule], path) -> None:
         if d.dim() != 2 or u.dim() != 2:
             raise LoraError(f"LoRA {path}: {module.name}.{down} has shape {tuple(d.shape)} and {module.name}.{up} "
                             f"{tuple(u.shape)}; FLUX LoRA factors are 2-D matrices (rank x in, out x rank)")
+        if 0 in (d.shape[0], u.shape[1]) or 0 in (d.shape[1], u.shape[0]):
+            raise LoraError(f"LoRA {path}: {module.name}.{down} has shape {tuple(d.shape)} and {module.name}.{up} "
+                            f"{tuple(u.shape)}: a factor of rank 0 (or an empty side) adds nothing; the file is damaged")
         if d.shape[0] != u.shape[1]:
             raise LoraError(f"LoRA {path}: rank mismatch in {module.name!r}: {down} {tuple(d.shape)} has rank "
                             f"{d.shape[0]} but {up} {tuple(u.shape)} has rank {u.shape[1]}")

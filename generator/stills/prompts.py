@@ -134,17 +134,42 @@ TEMPLATE_FIELDS = tuple(template_fields(IdentityAttributes(*(["female", "18-25",
                                                               "neutral", "frontal", "frontal"]))))
 
 
+MAX_TEMPLATE_CHARS = 2000  # CLIP reads 77 tokens and T5 256-512: a longer template is a mistake, not a prompt
+
+
+def _longest_field() -> int:
+    values = [v for group in (AGE_BANDS, FACIAL_HAIR, GLASSES, FACE_MASKS, EXPRESSIONS, CATEGORIES, HEAD_POSES,
+                              *HAIRSTYLES.values(), EXPRESSION_PHRASES.values(), POSE_PHRASES.values()) for v in group]
+    return max(len(v) for v in values) + len("with , wearing a face mask")
+
+
+MAX_PROMPT_CHARS = MAX_TEMPLATE_CHARS * (1 + _longest_field())  # the bound every rendered prompt stays under
+
+
 def check_template(template: str) -> str:
-    """Refuse templates with unknown {fields} or bad braces now, not after an hour of generation."""
+    """A template of plain `{field}` names only: no format spec (`{person:>1000000000}` would render gigabytes),
+    no conversion (`!r`), no attribute or index access, at most MAX_TEMPLATE_CHARS long, so the rendered prompt
+    is bounded before any work starts."""
+    if not isinstance(template, str):
+        raise InputError(f"prompt template must be text, got {type(template).__name__}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise InputError(f"prompt template is {len(template):,} characters long; at most {MAX_TEMPLATE_CHARS:,} "
+                         "are allowed (CLIP reads 77 tokens, T5 256)")
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as err:
-        raise InputError(f"prompt template {template!r} is malformed: {err}") from err
+        raise InputError(f"prompt template {template[:80]!r} is malformed: {err}") from err
+    names = [name for _, name, _, _ in parsed if name is not None]
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown or any(n == "" or n.isdigit() for n in names):
         raise InputError(
             f"prompt template uses unknown field(s) {unknown or names}; available: {', '.join(TEMPLATE_FIELDS)}"
         )
+    styled = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}"
+              for _, name, spec, conv in parsed if name is not None and (spec or conv)]
+    if styled:
+        raise InputError(f"prompt template field {styled[0][:60]!r} has a format spec or conversion; only plain "
+                         "{field} names are allowed")
     return template
 
 

@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,10 @@ STILLS_DIR = "stills"
 PARTIAL_PREFIX = ".partial-"
 IDENTITY_SCHEMA = "thermvision-db/generated-identity/1"
 RUN_SCHEMA = "thermvision-db/generated-run/1"
+
+
+MAX_RECORD_BYTES = 64 * 2**20  # an identity record is a few kB to a few MB; a bigger one is not a record
+_IDENTITY_RE = re.compile(r"S\d{6,}")
 
 
 class CorpusError(ThermVisionError):
@@ -96,30 +101,49 @@ class GeneratedCorpus:
             raise CorpusError(f"{path} is unreadable ({err}); it is not a ThermVision generated corpus") from err
 
     # -- identities
-    def records(self) -> list[dict]:
-        """Every finished identity's record, ordered by identity index."""
+    def record(self, folder: Path) -> dict | None:
+        """The identity record of `folder`, or None when the folder is damaged: a link, no record, a record that
+        is not valid JSON, not an identity record, or one for another identity. The folder itself is the input:
+        whatever a killed copy, a user or another tool left there is never counted as finished."""
+        if folder.is_symlink() or not folder.is_dir():
+            return None
+        path = folder / IDENTITY_FILE
+        try:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+                return None
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            check_identity_record(record, path)  # the one definition of a usable record
+        except CorpusError:
+            return None
+        if (record.get("identity") != folder.name or not isinstance(record.get("index"), int)
+                or identity_name(record["index"]) != folder.name):
+            return None
+        return record
+
+    def _identity_folders(self) -> list[Path]:
         if not self.identities_dir.is_dir():
             return []
-        records = []
-        for folder in sorted(self.identities_dir.iterdir()):
-            if folder.name.startswith(PARTIAL_PREFIX) or not folder.is_dir():
-                continue
-            path = folder / IDENTITY_FILE
-            if not path.is_file():
-                continue
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise CorpusError(f"{path} is unreadable ({type(err).__name__}): a damaged identity record") from err
-            records.append(check_identity_record(record, path))
+        return sorted(p for p in self.identities_dir.iterdir() if _IDENTITY_RE.fullmatch(p.name))
+
+    def records(self) -> list[dict]:
+        """Every finished identity's record, ordered by identity index (damaged folders are left out: see
+        `damaged`)."""
+        records = [r for r in map(self.record, self._identity_folders()) if r is not None]
         return sorted(records, key=lambda r: r["index"])
 
+    def damaged(self) -> list[Path]:
+        """Identity folders without a valid record: never counted, replaced by the next run that owns them."""
+        return [folder for folder in self._identity_folders() if self.record(folder) is None]
+
+    def is_finished(self, index: int) -> bool:
+        return self.record(self.identity_dir(identity_name(index))) is not None
+
     def finished(self) -> set[int]:
-        """Indices of finished identities, from the folder listing alone (the barrier polls this)."""
-        if not self.identities_dir.is_dir():
-            return set()
-        return {int(p.name[1:]) for p in self.identities_dir.iterdir()
-                if p.name[:1] == "S" and p.name[1:].isdigit() and (p / IDENTITY_FILE).is_file()}
+        """Indices of finished identities: folders holding a valid record (the barrier polls this)."""
+        return {int(p.name[1:]) for p in self._identity_folders() if self.record(p) is not None}
 
     def partial_dirs(self) -> list[Path]:
         if not self.identities_dir.is_dir():

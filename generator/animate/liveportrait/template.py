@@ -51,6 +51,15 @@ class MotionSequence:
             raise InputError(f"motion {self.name!r}: fields disagree on the number of frames {sorted(lengths)}")
         if not lengths:
             raise InputError(f"motion {self.name!r} has no per-frame field")
+        if 0 in lengths:
+            raise InputError(f"motion {self.name!r} has 0 frames; a motion needs at least one")
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value).all():
+                raise InputError(f"motion {self.name!r}: {name} holds NaN or inf values (frame "
+                                 f"{int(np.argwhere(~np.isfinite(value))[0][0])}); the motion file is damaged")
+        if not (np.isfinite(self.fps) and 0 < self.fps <= 1000):
+            raise InputError(f"motion {self.name!r}: fps must be a finite number in (0, 1000], got {self.fps}")
         checks = {"R": [(3, 3)], "scale": [(1,)], "t": [(3,)], "eye_ratio": [(1,), (2,)], "lip_ratio": [(1,)]}
         for name, shapes in checks.items():
             value = getattr(self, name)

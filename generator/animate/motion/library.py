@@ -81,6 +81,9 @@ class ExpressionLibrary:
                 path = Path(path).expanduser()
                 if not path.is_file():
                     raise MissingFileError(f"expression library: {path} ({name}) does not exist")
+                if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
+                    raise InputError(f"expression library: {path} ({name}) is a link leaving its folder; "
+                                     "library files are read only inside their own folder")
                 suffix = path.suffix.lower()
                 if suffix in TEMPLATE_SUFFIXES:
                     motion = load_motion(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,16 @@ def save_template(motion: MotionSequence, path: str | os.PathLike) -> Path:
 def load_template(path: str | os.PathLike) -> MotionSequence:
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else {}
+        try:  # allow_pickle stays False; NumPy's advice to turn it on is never passed on
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else {}
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not an object")
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+            reason = ("it holds Python objects, which are never loaded" if "allow_pickle" in str(err)
+                      else type(err).__name__)
+            raise InputError(f"{path}: not a readable motion template ({reason})") from None
     elif path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -60,7 +68,13 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
     unknown = set(arrays) - set(MotionSequence.FIELDS)
     if unknown:
         raise InputError(f"{path}: unknown motion fields {sorted(unknown)}; expected some of {MotionSequence.FIELDS}")
-    return MotionSequence(**arrays, fps=float(meta.get("fps", 25.0)), relative=bool(meta.get("relative", True)),
+    if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+        raise InputError(f"{path}: motion fields must be numbers")
+    try:
+        fps = float(meta.get("fps", 25.0))
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: its fps is not a number") from None
+    return MotionSequence(**arrays, fps=fps, relative=bool(meta.get("relative", True)),
                           name=str(meta.get("name", path.stem)), single_image=bool(meta.get("single_image", False)))
 
 

@@ -414,6 +414,9 @@ def test_barrier_times_out_with_a_clear_error(reference, tmp_path):
     pipeline = GenerationPipeline(GenerationSettings(motion=MOTION, still_batch=2), out, progress=False,
                                   barrier_timeout=0.3)
     pipeline.wait_for_identities(3)  # all there: returns at once
+    with pytest.raises(CorpusError, match=r"2 identities are not finished .*first: S000003"):
+        pipeline.wait_for_identities(5)  # one process: nobody else will make them, so no wait at all
+    pipeline.worker = Worker(0, 2)  # one of two workers: waits for the other, then fails naming what is missing
     with pytest.raises(CorpusError, match=r"waited 0 s for 2 identities .*first: S000003"):
         pipeline.wait_for_identities(5)
 
@@ -446,3 +449,27 @@ def test_png_frames_are_gray_and_load_as_rgb(reference, hf_cache):
     row = ds[2]
     assert row["video_id"] == "S000000_head_pose" and row["frame_index"] == 2
     assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), expected)
+
+
+@pytest.mark.parametrize("damage", ["empty", "junk record", "link"])
+def test_a_damaged_identity_folder_is_replaced_and_counted_once(reference, tmp_path, damage):
+    """An identity folder without a valid record is not finished: the run makes it again, replaces the folder
+    (a link is removed, never followed) and counts it; the result equals the undamaged corpus."""
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    victim = out / "identities" / "S000001"
+    shutil.rmtree(victim)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    if damage == "link":
+        os.symlink(outside, victim)
+    else:
+        victim.mkdir()
+        if damage == "junk record":
+            (victim / "identity.json").write_text("[1, 2]")
+    summary = _generate(out, 3)
+    assert summary.generated == ["S000001"] and summary.failures == []
+    assert GeneratedCorpus(out).finished() == {0, 1, 2} and GeneratedCorpus(out).damaged() == []
+    assert (outside / "keep.txt").read_text() == "keep" and sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    _assert_same_corpus(reference, out)

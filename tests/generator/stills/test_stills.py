@@ -249,4 +249,5 @@ def test_thermvision_preset_loads_a_local_diffusers_folder_and_hashes_its_files(
     assert {(w["path"], w["sha256"]) for w in a[0].sidecar["weights"]} == expected
     assert a[0].sidecar["lora"] == {"path": str(lora.resolve()), "scale": 0.9, "fused": True, "format": "kohya",
                                     "keys": 36, "applied_keys": 36, "ignored_keys": [], "dora": False,
-                                    "mode": "fuse"}
+                                    "mode": "fuse", "effective_scale": [0.9],  # kohya: alpha / rank is in the file
+                                    "alpha_from": "file tensors (kohya alpha / rank) or none"}
