@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 STAGES = {
     "stills": "generator.cli.stills",
@@ -42,6 +43,11 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from generator.vision_check import note_once
+
+    note = note_once()  # before any stage imports diffusers: a broken torchvision is marked absent and named
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     try:
         module = importlib.import_module(STAGES[args.stage])
     except ModuleNotFoundError as err:

@@ -57,6 +57,11 @@ def run_demo(out: Path) -> None:
     import torch
 
     from thermvision_db.demo import synthetic as demo_generator
+    from thermvision_db.hf.door import torchvision_note_once
+
+    note = torchvision_note_once()  # a torchvision that cannot import is marked absent: the generator runs without it
+    if note:
+        print(f"      note: {note}")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks gain nothing from threads, and on busy shared cores threads spin (2x slower)
