@@ -1,11 +1,14 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from thermvision_db.cli.main import main
+from tests.support.broken_torchvision import plant_broken_torchvision
 from thermvision_db.tools.pictures import legend
 
 
@@ -41,10 +44,16 @@ def test_bad_data_dir_is_a_clear_error(tmp_path, capsys):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "thermvision_db", "demo", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    # beside a torchvision that cannot import (pip's CUDA wheel next to a CPU torch): the demo says so and runs
+    site = plant_broken_torchvision(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[2])])}
+    result = subprocess.run([sys.executable, "-m", "thermvision_db", "demo", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[3/3]" in result.stdout
+    notes = [line for line in (result.stdout + result.stderr).splitlines() if "torchvision 0.28.0 is installed" in line]
+    assert len(notes) == 1 and "does not import" in notes[0], result.stdout[-2000:]
+    tmp_path = tmp_path / "demo"
     for name in ("demo_frames.png", "demo_generated.png", "demo_generated.gif"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(list((tmp_path / "generated" / "stills").glob("*.json"))) == 2
