@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +13,45 @@ from tests.support.broken_torchvision import plant_broken_torchvision
 from thermvision_db.tools.pictures import legend
 
 
-def test_verify_reports_checksum_mismatch_and_placed_qc(mini, capsys):
-    assert main(["verify", str(mini.root), "-q"]) == 1  # the miniature zips are not the released archives
+def test_verify_recognises_the_miniature_and_still_catches_a_changed_zip(mini, capsys, tmp_path):
+    assert main(["verify", str(mini.root), "-q"]) == 0  # the miniature's zips match the sha256 it recorded
     out = capsys.readouterr().out
-    assert "MISMATCH" in out
+    assert out.count("the miniature corpus") == 2 and "MISMATCH" not in out
     missing = sum(len(v) for v in mini.missing.values())
     multiple = sum(len(v) for v in mini.multiple.values())
     assert f"{missing} missing, {multiple} multiple" in out
     assert f"member table: {len(mini.members)} of 100 videos present" in out
+    copy = tmp_path / "copy"
+    shutil.copytree(mini.root, copy)
+    with open(copy / "Male Subjects.zip", "ab") as handle:  # a changed archive beside the marker: still a mismatch
+        handle.write(b"\0")
+    assert main(["verify", str(copy), "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "Male Subjects.zip" in out.split("MISMATCH")[0] and out.count("the miniature corpus") == 1
+
+
+def test_miniature_command_writes_the_example_folder_and_refuses_a_real_one(tmp_path, capsys):
+    from thermvision_db import load_dataset
+
+    target = tmp_path / "ThermVision-DB"
+    assert main(["miniature", str(target)]) == 0
+    assert "5 identities" in capsys.readouterr().out
+    frames = load_dataset("thermvision_db", "frames", data_dir=str(target), split_by="none", split="train",
+                          cache_dir=str(tmp_path / "hf"))
+    assert frames.num_rows == 10 * 8 and len(frames[0]["faces"][0]["landmarks"]) == 54
+    assert main(["miniature", str(target)]) == 0  # an earlier miniature may be rewritten
+    real = tmp_path / "release"
+    real.mkdir()
+    (real / "Female Subjects.zip").write_bytes(b"PK")  # a folder with data of its own is never overwritten
+    assert main(["miniature", str(real)]) == 2
+    assert "not empty" in capsys.readouterr().err and (real / "Female Subjects.zip").read_bytes() == b"PK"
+
+
+def test_preview_names_a_video_absent_from_this_copy(mini, tmp_path, capsys):
+    assert main(["preview", str(mini.root), "--video", "F_08_S1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "in the member table but not in this copy" in capsys.readouterr().err
+    assert main(["preview", str(mini.root), "--video", "F_99_S1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a ThermVision-DB video" in capsys.readouterr().err
 
 
 def test_verify_without_checksums_passes(mini, capsys):
