@@ -99,6 +99,22 @@ def test_demo_runs_end_to_end(tmp_path):
         r, g, b = np.asarray(gif.convert("RGB")).astype(int).transpose(2, 0, 1)  # GIF palette: near the colours
         assert ((r > 200) & (g > 200) & (b < 90)).sum() > 100, index
         assert ((r > 200) & (g < 100) & (b < 100)).sum() > 50, index
+    # the tiny preset's labels look like a face: positive scale, a neutral first frame keeps the template
+    # landmarks upright where the prior placed them, a turned head moves them
+    from generator.annotate.labels import template_still_labels
+
+    identity = tmp_path / "generated" / "identities" / "S000000"
+    frames = json.loads((identity / "head_pose.labels.json").read_text())["frames"]
+    with np.load(identity / "head_pose.motion.npz") as motion:
+        assert (motion["scale"] > 0).all()  # random heads gave negative scales: every label mirrored
+    width, height = Image.open(identity / "head_pose_frames" / "00000.png").size
+    first = np.asarray(frames[0]["faces"][0]["landmarks"])
+    assert max(abs(v) for v in frames[0]["head_pose"].values()) < 1e-3  # the sweep starts neutral
+    assert np.abs(first - template_still_labels(width, height).landmarks).max() < 0.05 * width
+    assert first[8, 1] > first[0, 1] and first[8, 1] > first[27, 1]  # chin below the ears and the nose bridge
+    turned = max(frames, key=lambda f: abs(f["head_pose"]["yaw"]))
+    assert abs(turned["head_pose"]["yaw"]) > 20
+    assert np.abs(np.asarray(turned["faces"][0]["landmarks"]) - first).mean() > 0.01 * width  # a yaw moves them
     # both sheets end in the colour legend
     for name, sources in (("demo_frames.png", ["detector", "interpolated"]), ("demo_generated.png", ["propagated"])):
         sheet = np.asarray(Image.open(tmp_path / name).convert("RGB"))
