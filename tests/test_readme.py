@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PLACEHOLDER = "~/data/ThermVision-DB"
 NOT_RUN = {"needs-weights": "needs the real FLUX.1-dev, thermal LoRA and LivePortrait weights and a GPU",
-           "needs-network": "needs the Hugging Face Hub (network, and the gated corpus' licence accepted)"}
+           "needs-network": "needs the Hugging Face Hub (network, and the gated corpus' licence accepted)",
+           "needs-torchvision": "needs a torchvision built for the installed torch (pip's wheels are CUDA builds that "
+                                "do not import beside a CPU torch)"}
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
 
 
@@ -70,6 +72,8 @@ def test_readme_python_blocks_run_against_the_miniature(mini, tmp_path):
     # the label-names block prints what it says it prints (F_01_S1 frame 0: female, head-pose set, detector box)
     assert "\n0 ok\n" in out and "\nfemale ok detector\n" in out and "\nhead_pose\n" in out, out[-3000:]
     assert "torch.Size([32, 3, 64, 64])" in out and "torch.Size([2, 4, 3, 64, 64])" in out, out[-3000:]
+    # the detection block: torchvision-style targets, and one training step through a detector's call
+    assert "['boxes', 'keypoints', 'labels'] torch.float32 torch.int64 ['loss_box_reg', 'loss_objectness']" in out, out[-3000:]
     for line, tags, code in held:  # not run by design: still valid Python whose project imports resolve
         tree = ast.parse(code, f"README.md:{line}")
         for node in ast.walk(tree):

@@ -57,9 +57,14 @@ def check_arguments(args) -> None:
 
 
 def run_evaluate(args) -> int:
-    from generator.evaluate.report import evaluate
+    from generator.vision_check import note_once
 
     check_arguments(args)
+    note = note_once()  # before torchmetrics/transformers: a broken torchvision is marked absent and named
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    from generator.evaluate.report import evaluate
+
     features = None if args.fid_features == "none" else args.fid_features
     results = evaluate(args.data_dir, args.out, embedding=args.embedding, real_dir=args.real_dir,
                        config=args.config, cache_dir=args.cache_dir, compare_dir=args.compare,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from thermvision_db.errors import InputError
 
@@ -64,6 +65,11 @@ def check_values(args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     check_values(args)
+    from generator.vision_check import note_once
+
+    note = note_once()  # before any stage imports diffusers: a broken torchvision is marked absent and named
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     try:
         module = importlib.import_module(STAGES[args.stage])
     except ModuleNotFoundError as err:

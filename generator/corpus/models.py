@@ -23,12 +23,22 @@ def load_stills_generator(s: GenerationSettings, device):
 
 def load_animator(s: GenerationSettings, device):
     """LivePortrait from `liveportrait_dir`, or the tiny random networks (seed 0) without it."""
+    import torch
+
     from generator.animate.liveportrait import LivePortraitConfig, LivePortraitNetworks, LivePortraitPipeline
 
     if s.liveportrait_dir:
         nets = LivePortraitNetworks.from_pretrained(s.liveportrait_dir)
     else:
+        from generator.animate.liveportrait.motion_extractor import make_near_frontal_
+
         nets = LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=0)
+        make_near_frontal_(nets.motion_extractor)  # positive scale, near-frontal: the labels look like faces
+        with torch.no_grad():  # random stitching / eye / lip nets would add random keypoint offsets: start them at 0
+            for net in (nets.stitching_retargeting_module.stitching, nets.stitching_retargeting_module.lip,
+                        nets.stitching_retargeting_module.eye):
+                net.mlp[-1].weight.mul_(0.02)
+                net.mlp[-1].bias.zero_()
     # the corpus stores white-hot grayscale frames (channels replicated), so it asks for them explicitly
     return LivePortraitPipeline(nets, device=device, dtype=s.dtype, chunk_size=s.chunk_size, progress=False,
                                 grayscale_output=True)

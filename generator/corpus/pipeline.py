@@ -223,7 +223,8 @@ class GenerationPipeline:
         if not blocks:
             return
         b = self.settings.still_batch
-        bar = tqdm(total=len(blocks) * b, desc="stills", unit="still", disable=not self.progress)
+        # counts the stills kept (a block of `still_batch` is sampled whole, so batches never depend on what is left)
+        bar = tqdm(total=len(wanted), desc=f"stills (sampled in blocks of {b})", unit="still", disable=not self.progress)
         done = lambda blk: all(still_exists(stills_dir, s) for s in range(blk * b, (blk + 1) * b)  # noqa: E731
                                if s in wanted)
         for block in self.claims.each(blocks, lambda blk: f"stills-{blk}", done):
@@ -235,7 +236,7 @@ class GenerationPipeline:
             for still in stills:  # the whole block is sampled (same batch every time); only the asked-for kept
                 if still.index in wanted and not still_exists(stills_dir, still.index):
                     save_still(still, stills_dir)
-            bar.update(b)
+            bar.update(sum(m in wanted for m in members))
         bar.close()
 
     def _distinct_slots(self, needed: int, worker: Worker, summary: RunSummary) -> list[int]:

@@ -258,7 +258,7 @@ def render_comparison(numbers: Mapping[str, dict], realism: Mapping[str, Any], n
         (f"box jumps over {JUMP_THRESHOLD:.0%} of the frame", lambda n: n["temporal"]["box_jumps"]),
     ]
     lines = [f"# {b} vs {a}", "", "![comparison](comparison.png)", "",
-             "Sample frames carry their boxes (cyan detector, magenta interpolated) and landmarks; histograms are "
+             "Sample frames carry their boxes (cyan detector, magenta interpolated, yellow propagated) and landmarks; histograms are "
              "fractions, so corpora of different sizes compare. Jitter, frame change and jumps compare each frame "
              "with the previous frame of its video.", "",
              f"| | {a} | {b} |", "|---|---|---|"]

@@ -84,6 +84,12 @@ def _missing_weights_message(where: Path, why: str) -> str:
 
 def inception_features(weights: str | os.PathLike | None = None, download: bool = True) -> torch.nn.Module:
     """torchmetrics' FID Inception-v3 (2048-d pool features); needs torch-fidelity + torchvision and the weights."""
+    from generator.vision_check import block_broken_torchvision
+
+    broken = block_broken_torchvision()
+    if broken:
+        raise RealismUnavailable(f"the default Inception feature extractor needs torchvision: {broken}; or give another "
+                                 "feature extractor (--fid-features model.onnx)")
     missing = [name for name in ("torchmetrics", "torch_fidelity", "torchvision") if importlib.util.find_spec(name) is None]
     if missing:
         raise RealismUnavailable(

@@ -67,16 +67,7 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
     qc = pd.DataFrame([box_qc(v) for v in videos])
     qc["landmark_jitter_px"] = [_jitter_or_nan(v.landmarks) for v in videos]
     qc["frame_change"] = [frame_change(v.frames) for v in videos]
-    labels = list(qc["video_id"])
-    plots = {
-        "box_qc.png": bar_chart(labels, {"missing": list(qc["missing"]), "multiple": list(qc["multiple"]), "jumps": list(qc["jumps"])},
-                                "Box QC per video (frames)"),
-        "temporal.png": chart_panels([  # two units, two axes
-            bar_chart(labels, {"landmark jitter": list(qc["landmark_jitter_px"])},
-                      "Landmark jitter per video", unit="px per frame; n/a: no landmarks", height=240),
-            bar_chart(labels, {"frame change": list(qc["frame_change"])},
-                      "Frame change per video", unit="mean |gray-level change| per frame, 0-255", height=240)]),
-    }
+    plots = qc_plots(qc)
     results: dict = {"qc": qc}
     if embedding:
         embed = OnnxEmbedder(embedding)
@@ -106,6 +97,53 @@ def evaluate(data_dir: str | os.PathLike, out: str | os.PathLike, embedding: str
     return results
 
 
+PER_VIDEO_LIMIT = 40  # above this many videos, pictures show distributions and report.md the worst videos only
+COUNT_BINS = [(0, 0), (1, 1), (2, 2), (3, 5), (6, 10), (11, 20), (21, None)]
+
+
+def count_distribution(counts) -> tuple[list[str], list[int]]:
+    """How many videos have 0, 1, 2, 3-5, ... flagged frames: (bin labels, number of videos per bin)."""
+    values = np.asarray(list(counts), dtype=float)
+    labels = [f"{a}" if a == b else (f"{a}-{b}" if b is not None else f">{a - 1}") for a, b in COUNT_BINS]
+    return labels, [int(((values >= a) & (values <= (np.inf if b is None else b))).sum()) for a, b in COUNT_BINS]
+
+
+def value_distribution(values, bins: int = 10) -> tuple[list[str], list[int]]:
+    """A histogram of the finite values in `bins` equal-width bins: (bin labels, number of videos per bin)."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if not len(finite):
+        return ["n/a"], [0]
+    counts, edges = np.histogram(finite, bins=bins)
+    return [f"{edges[i]:.3g}" for i in range(bins)], [int(c) for c in counts]
+
+
+def qc_plots(qc: pd.DataFrame) -> dict[str, bytes]:
+    """box_qc.png and temporal.png: one bar per video up to PER_VIDEO_LIMIT videos, distributions beyond."""
+    if len(qc) <= PER_VIDEO_LIMIT:
+        labels = list(qc["video_id"])
+        return {
+            "box_qc.png": bar_chart(labels, {"missing": list(qc["missing"]), "multiple": list(qc["multiple"]),
+                                             "jumps": list(qc["jumps"])}, "Box QC per video (frames)"),
+            "temporal.png": chart_panels([  # two units, two axes
+                bar_chart(labels, {"landmark jitter": list(qc["landmark_jitter_px"])},
+                          "Landmark jitter per video", unit="px per frame; n/a: no landmarks", height=240),
+                bar_chart(labels, {"frame change": list(qc["frame_change"])},
+                          "Frame change per video", unit="mean |gray-level change| per frame, 0-255", height=240)]),
+        }
+    bins = count_distribution(qc["missing"])[0]
+    jitter_bins, jitter = value_distribution(qc["landmark_jitter_px"])
+    change_bins, change = value_distribution(qc["frame_change"])
+    return {
+        "box_qc.png": bar_chart(bins, {k: count_distribution(qc[k])[1] for k in ("missing", "multiple", "jumps")},
+                                f"Box QC: videos by flagged frames per video ({len(qc)} videos)", unit="videos"),
+        "temporal.png": chart_panels([
+            bar_chart(jitter_bins, {"landmark jitter": jitter}, f"Landmark jitter, {len(qc)} videos",
+                      unit="videos per bin; bins: px per frame from", height=240),
+            bar_chart(change_bins, {"frame change": change}, f"Frame change, {len(qc)} videos",
+                      unit="videos per bin; bins: mean |gray-level change| from", height=240)]),
+    }
+
+
 def _jitter_or_nan(landmarks: list) -> float:
     """Landmark jitter, or NaN (shown as n/a) where no two consecutive frames have landmarks: nothing was measured."""
     pairs = any(a is not None and b is not None for a, b in zip(landmarks, landmarks[1:]))
@@ -130,12 +168,19 @@ def render_report(results: dict, plots: list[str]) -> str:
     lines = ["# ThermVision corpus quality report", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     shown = qc[["video_id", "frames", "missing", "multiple", "jumps", "max_centre_jump", "landmark_jitter_px", "frame_change"]].copy()
+    note = ""
+    if len(shown) > PER_VIDEO_LIMIT:  # a summary stays readable at thousands of videos: every video is in the CSV
+        flagged = shown["missing"] + shown["multiple"] + shown["jumps"]
+        shown = shown.loc[flagged.sort_values(ascending=False, kind="stable").index[:20]]
+        note = (f"The 20 videos (of {len(qc)}) with the most flagged frames; every video is in "
+                "[box_qc.csv](box_qc.csv).")
     shown["landmark_jitter_px"] = [f"{v:.4g}" if np.isfinite(v) else "n/a" for v in shown["landmark_jitter_px"]]
     lines += ["## Box QC and temporal stability", "",
               f"{int(qc['frames'].sum())} frames in {len(qc)} videos: {int(qc['missing'].sum())} without a box, "
               f"{int(qc['multiple'].sum())} with several, {int(qc['jumps'].sum())} box-centre jumps over "
               f"{JUMP_THRESHOLD:.0%} of the frame. Landmark jitter: mean per-point move between consecutive frames (px); "
               "frame change: mean absolute gray-level change between consecutive frames.", "",
+              *([note, ""] if note else []),
               shown.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else f"```\n{shown.to_string(index=False)}\n```", ""]
     if "identity" in results:
         lines += ["## Identity consistency and distinctness", "",

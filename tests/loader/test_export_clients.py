@@ -225,3 +225,22 @@ def test_generated_labels_edited_in_place_are_reloaded(generated, tmp_path, hf_c
         handle.write(json.dumps(document))
         handle.truncate()
     np.testing.assert_allclose(first_box(), [1.0, 2.0, 3.0, 4.0])
+
+
+def test_preview_draws_a_generated_folder(generated, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from thermvision_db.tools.pictures import legend
+
+    gif = tmp_path / "g.gif"
+    assert main(["preview", str(generated), "--video", "S000000_head_pose", "--out", str(gif)]) == 0
+    assert "(5 frames;" in capsys.readouterr().out and Image.open(gif).n_frames >= 1  # head_pose=5 frames (GIF merges equal ones)
+    sheet = tmp_path / "g.png"
+    assert main(["preview", str(generated), "--frames", "5", "--tile", "40", "--out", str(sheet)]) == 0
+    assert "yellow propagated" in capsys.readouterr().out
+    picture = np.asarray(Image.open(sheet).convert("RGB"))
+    strip = np.asarray(legend(picture.shape[1], sources=["propagated"]))  # the legend names what was drawn
+    assert np.array_equal(picture[-strip.shape[0]:], strip)
+    assert main(["preview", str(generated), "--video", "F_01_S1"]) == 2
+    assert "not in the generated corpus" in capsys.readouterr().err

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,40 @@ def test_collate_faces_keeps_variable_boxes(mini, hf_cache):
     assert out["frame_index"].tolist() == [double_frame, missing_frames[0], 0]
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_faces)
     assert sum(len(b["boxes"]) for b in loader) == ds.num_rows
+
+
+def test_collate_faces_torchvision_targets(mini, hf_cache):
+    ds = load_dataset("thermvision_db", "frames", data_dir=mini.root, cache_dir=hf_cache, split_by="none", split="train")
+    rows = {(r["video_id"], r["frame_index"]): r for r in ds}
+    (double_video, (double_frame,)), = mini.multiple.items()
+    (missing_video, missing_frames), = [(k, v) for k, v in mini.missing.items()][:1]
+    batch = [rows[(double_video, 0)], rows[(missing_video, missing_frames[0])], rows[(double_video, double_frame)]]
+    images, targets = collate_faces(batch, target_format="torchvision")
+    coco = collate_faces(batch)
+    assert len(images) == 3 and all(i.dtype == torch.float32 and i.shape == (3, mini.size, mini.size) for i in images)
+    assert torch.equal(images[0], coco["image"][0].float() / 255)
+    x, y, w, h = mini.boxes[double_video][0]  # the box the miniature placed, COCO pixels
+    assert torch.allclose(targets[0]["boxes"], torch.tensor([[x, y, x + w, y + h]]))
+    assert targets[0]["boxes"].dtype == torch.float32 and targets[0]["labels"].tolist() == [1]
+    assert targets[0]["labels"].dtype == torch.int64
+    assert targets[1]["boxes"].shape == (0, 4) and targets[1]["labels"].shape == (0,)  # a detector miss: a negative
+    assert targets[2]["labels"].tolist() == [1, 1]  # the double detection keeps both boxes
+    assert (targets[2]["boxes"][:, 2:] > targets[2]["boxes"][:, :2]).all()
+    points = targets[0]["keypoints"]
+    assert points.shape == (1, 54, 3) and torch.allclose(points[..., :2], coco["landmarks"][0]) and (points[..., 2] == 1).all()
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1,
+                                         collate_fn=functools.partial(collate_faces, target_format="torchvision"))
+    assert sum(len(t["boxes"]) for _, targets in loader for t in targets) == sum(len(r["faces"]) for r in ds)
+    with pytest.raises(ValueError, match="target_format"):
+        collate_faces(batch, target_format="xyxy")
+
+
+def test_collate_faces_torchvision_drops_degenerate_boxes_and_marks_unlabelled_points():
+    face = {"bbox": [4.0, 5.0, 0.0, 3.0], "landmarks": None}
+    good = {"bbox": [1.0, 2.0, 3.0, 4.0], "landmarks": [[float("nan"), float("nan")]] + [[1.0, 1.0]] * 53}
+    (image,), (target,) = collate_faces([{"image": np.zeros((8, 8, 3), np.uint8), "faces": [face, good]}], "torchvision")
+    assert target["boxes"].tolist() == [[1.0, 2.0, 4.0, 6.0]] and target["labels"].tolist() == [1]
+    assert target["keypoints"][0, 0].tolist() == [0.0, 0.0, 0.0] and target["keypoints"][0, 1].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_clip_sampler_indices():

@@ -49,17 +49,25 @@ def _verify(args) -> int:
         return 1 if verify_url(args.data_dir if is_url(args.data_dir) else HUB_URL) else 0
     if not args.data_dir:
         raise SystemExit("verify needs DATA_DIR (a folder or a URL), or --remote to check the Hub's zips")
+    from thermvision_db.demo.miniature import MARKER, miniature_digests
+
     data_dir = local_folder(args.data_dir)
     problems = 0
     if not args.no_checksums:
+        written = miniature_digests(data_dir)  # the miniature's own zips, as recorded when it wrote them
         for name, expected in ARCHIVE_SHA256.items():
             path = data_dir / name
             if not path.is_file():
                 print(f"{name}: not present")
                 continue
-            actual = sha256_file(path)
-            verdict = "ok" if actual == expected else f"MISMATCH (expected {expected}); re-download, or this is a modified copy"
-            problems += actual != expected
+            actual = sha256_file(path, progress=not args.quiet)
+            if actual == expected:
+                verdict = "ok"
+            elif written.get(name) == actual:
+                verdict = f"the miniature corpus (as written by `thermvision-db miniature`, {MARKER}), not the released archive"
+            else:
+                verdict = f"MISMATCH (expected {expected}); re-download, or this is a modified copy"
+                problems += 1
             print(f"{name}: sha256 {actual} {verdict}")
     source = ReleaseSource(data_dir)
     present = source.present_members()
@@ -92,41 +100,20 @@ def _verify(args) -> int:
 
 
 def _preview(args) -> int:
-    from thermvision_db.schema.members import MEMBERS
-    from thermvision_db.sources.released import frame_rows
-    from thermvision_db.sources.remote import open_release
-    from thermvision_db.tools.pictures import contact_sheet, draw_annotations, save_gif, with_legend
+    from thermvision_db.cli.preview import run_preview
 
-    source = open_release(args.data_dir)
-    present = source.present_members()
-    if args.video:
-        members = [m for m in present if m.video_id == args.video]
-        if not members:
-            known = [m.video_id for m in MEMBERS]
-            raise SystemExit(f"video {args.video!r} is not in {args.data_dir}" + ("" if args.video in known else f"; ids look like {known[0]}"))
-    else:
-        members = present[: max(1, args.videos)]
-    gif = str(args.out).lower().endswith(".gif")
-    pictures, captions = [], []
-    for member in members:
-        rows = list(frame_rows(source, member, repair_boxes=args.repair))
-        step = 1 if gif else max(1, len(rows) // args.frames)
-        for key, row in rows[::step][: None if gif else args.frames]:
-            image = row["image"]
-            from PIL import Image
+    return run_preview(args)
 
-            picture = Image.open(image["path"] if image["bytes"] is None else io.BytesIO(image["bytes"]))
-            pictures.append(draw_annotations(picture, row["faces"], row["qc"]))
-            captions.append(f"{key} {row['qc']}")
-    out = Path(args.out)
-    if gif:
-        save_gif(pictures, out, fps=args.fps)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sheet = contact_sheet(pictures, captions, columns=args.frames if len(members) > 1 else None, tile=args.tile)
-        with_legend(sheet, sources=["detector", "interpolated"] if args.repair else ["detector"]).save(out)
-    print(f"wrote {out} ({len(pictures)} frames; boxes cyan from the detector, magenta interpolated; "
-          "border green ok, red missing, orange multiple, gray out of bounds)")
+
+def _miniature(args) -> int:
+    from thermvision_db.demo.miniature import MARKER, check_miniature_target, write_miniature
+
+    root = check_miniature_target(args.data_dir)
+    corpus = write_miniature(root, landmarks=True)  # the corpus the README's examples are tested against
+    print(f"wrote the miniature corpus in {root}: {len(corpus.identities)} identities ({', '.join(corpus.identities)}), "
+          f"{len(corpus.members)} videos of {corpus.frames_per_video} frames at {corpus.size}x{corpus.size}, the two zips "
+          f"and their folders in the released layout ({MARKER} tells `verify` it is the miniature); "
+          f"load it with load_dataset('thermvision_db', 'frames', data_dir={str(root)!r})")
     return 0
 
 
@@ -186,8 +173,9 @@ def build_parser() -> Parser:
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("preview", help="contact sheet (PNG) of frames with boxes and QC drawn, or a GIF of one video")
-    p.add_argument("data_dir", help="the corpus folder: the two zips and/or their extracted folders")
-    p.add_argument("--video", help="a video id such as F_31_S1")
+    p.add_argument("data_dir", help="the corpus folder: the two zips and/or their extracted folders, the miniature, "
+                   "or a generated corpus")
+    p.add_argument("--video", help="a video id such as F_31_S1 (S000000_head_pose in a generated corpus)")
     p.add_argument("--videos", type=int, default=4, help="videos in the sheet when --video is not given")
     p.add_argument("--frames", type=int, default=8, help="frames per video in the sheet")
     p.add_argument("--tile", type=int, default=160, help="width of one frame in the sheet, pixels")
@@ -195,6 +183,11 @@ def build_parser() -> Parser:
     p.add_argument("--repair", action="store_true", help="show repaired boxes (interpolated in magenta)")
     p.add_argument("--out", default="thermvision_preview.png", help="a .png contact sheet or a .gif")
     p.set_defaults(func=_preview)
+
+    p = sub.add_parser("miniature", help="write the miniature corpus (released layout, 5 identities) as an example folder")
+    p.add_argument("data_dir", help="folder to write (created; must be new, empty or an earlier miniature), "
+                   "e.g. ~/data/ThermVision-DB for the README's examples")
+    p.set_defaults(func=_miniature)
 
     p = sub.add_parser("demo", help="miniature corpus -> load -> summary -> pictures; no data or GPU needed")
     p.add_argument("--out", default="thermvision_demo", help="folder for the corpus, cache and pictures (created)")

@@ -8,7 +8,9 @@ file (a detector miss), get a second box (a double detection) or lose their PNG 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -187,7 +189,41 @@ def write_miniature(
             with zipfile.ZipFile(root / ARCHIVES[gender], "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for name, data in sorted(members_files.items()):
                     archive.writestr(name, data)
+    if zips:
+        _write_marker(root, [ARCHIVES[g] for g, f in files.items() if f])
     return corpus
+
+
+# ------------------------------------------------------------------------------------------------ the marker
+MARKER = "MINIATURE.json"  # beside the zips: their sha256 as written, so `verify` can tell the miniature apart
+MARKER_MAX_BYTES = 64 * 1024
+
+
+def _write_marker(root: Path, archives: Sequence[str]) -> None:
+    from thermvision_db.io.atomic import atomic_write_bytes
+
+    record = {"written_by": "thermvision_db.miniature.write_miniature (thermvision-db miniature)",
+              "sha256": {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in archives}}
+    atomic_write_bytes(root / MARKER, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def miniature_digests(root: str | Path) -> dict[str, str]:
+    """The zips' sha256 recorded by `write_miniature` in `root` ({} when there is no readable marker).
+
+    The marker only names what the miniature wrote; `verify` still hashes every zip and accepts one as the
+    miniature only when its hash equals the recorded one, so a marker beside a damaged release changes nothing.
+    """
+    path = Path(root) / MARKER
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > MARKER_MAX_BYTES:
+            return {}
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    digests = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(digests, dict):
+        return {}
+    return {k: v for k, v in digests.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _yolo_line(box: Sequence[float], size: int, points: Sequence[Sequence[float]] | None) -> str:
@@ -196,3 +232,14 @@ def _yolo_line(box: Sequence[float], size: int, points: Sequence[Sequence[float]
     if points is not None:
         values += [v / size for p in points for v in p]
     return "0 " + " ".join(f"{v:g}" for v in values)
+
+
+def check_miniature_target(root: str | Path) -> Path:
+    """The folder `thermvision-db miniature` may write: new, empty, or an earlier miniature (never a real copy)."""
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file; give a folder for the miniature corpus (it is created)")
+    if root.is_dir() and any(root.iterdir()) and not miniature_digests(root):
+        raise InputError(f"{root} is not empty and holds no miniature corpus ({MARKER}); the miniature would overwrite "
+                         "its files (a released copy's zips included): give a new or empty folder")
+    return root

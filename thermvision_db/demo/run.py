@@ -30,6 +30,10 @@ def _loader_part(out: Path) -> Path:
         print(f"      {split:<10} {ds.num_rows:4d} frames, {videos[split].num_rows} videos, identities {', '.join(ids)}; qc {dict(qc)}")
     train = frames["train"]
     picks = list(range(0, train.num_rows, max(1, train.num_rows // 16)))[:16]
+    flagged = [i for q in ("multiple", "missing") for i, c in enumerate(train["qc"]) if names["qc"][c] == q][:1]
+    if flagged and flagged[0] not in picks:  # the sheet shows a frame of every kind the summary counts
+        picks[-1] = flagged[0]
+        picks.sort()
     pictures, captions = [], []
     for i in picks:
         row = named_frame_row(train[i], names=names)
@@ -57,6 +61,11 @@ def run_demo(out: Path) -> None:
     import torch
 
     from thermvision_db.demo import synthetic as demo_generator
+    from thermvision_db.hf.door import torchvision_note_once
+
+    note = torchvision_note_once()  # a torchvision that cannot import is marked absent: the generator runs without it
+    if note:
+        print(f"      note: {note}")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks gain nothing from threads, and on busy shared cores threads spin (2x slower)
@@ -65,4 +74,5 @@ def run_demo(out: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     print(f"[3/3] tiny generator run: {generated}")
-    print(f"done in {time.perf_counter() - start:.1f} s; open {sheet}")
+    print(f"done in {time.perf_counter() - start:.1f} s; open {sheet}, {out / 'demo_generated.png'} and "
+          f"{out / 'demo_generated.gif'}")

@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -110,11 +111,22 @@ def generate(settings, output_dir: Path, num_identities: int, device: str | None
     """Make the missing identities of `output_dir` (waiting for other processes' claims); returns the run summary."""
     from generator.corpus.pipeline import GenerationPipeline
 
+    note = torchvision_note_once()
+    if note:
+        logging.getLogger(__name__).warning(note)
     pipeline = GenerationPipeline(settings, output_dir, device=device, fingerprint=fingerprint(settings))
     summary = pipeline.run(num_identities)
     if not summary.failures:
         pipeline.wait_for_identities(num_identities)
     return summary
+
+
+def torchvision_note_once() -> str | None:
+    """One line when an installed torchvision cannot import (it is then marked absent); None otherwise or said before."""
+    check_generator_package()
+    from generator.vision_check import note_once
+
+    return note_once()
 
 
 def generator_code_hash() -> str:

@@ -336,7 +336,7 @@ def add_download_parser(sub) -> None:
     p = sub.add_parser("download", help="the full copy of the two zips (about 21 GB), resumable; verify hashes it")
     p.add_argument("out", help="folder to write the zips into")
     p.add_argument("--from", dest="url", default=f"hf://datasets/{HUB_REPO_ID}",
-                   help="where the zips live (default: the Hub dataset)")
+                   help="where the zips live: a URL or a folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_download)
 

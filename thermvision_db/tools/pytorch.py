@@ -1,8 +1,9 @@
 """PyTorch helpers: sample clips from video rows, and collate rows whose number of faces varies.
 
 The default collate cannot batch a list of faces per frame (most frames have one box, some none, some two),
-and cannot batch an undecoded video; these helpers follow torchvision's detection convention instead:
-images stacked, boxes as a list of (n_i, 4) tensors.
+and cannot batch an undecoded video. `collate_faces` stacks the images and keeps boxes as a list of (n_i, 4) COCO
+`xywh` tensors; `collate_faces(batch, target_format="torchvision")` gives what torchvision's detection models
+take instead (`xyxy` boxes, a `labels` tensor per image, float images): see its docstring.
 """
 
 from __future__ import annotations
@@ -46,13 +47,42 @@ def _faces_to_tensors(faces) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, landmarks
 
 
-def collate_faces(batch: Sequence[dict]) -> dict:
-    """Batch frame rows: `image` (B, 3, H, W) uint8, `boxes`/`landmarks` lists of (n_i, 4)/(n_i, 54, 2).
+FACE_LABEL = 1  # torchvision detection models reserve class 0 for the background: faces are class 1 (num_classes=2)
 
-    Landmarks are NaN where the corpus has none. Every other column goes through `default_collate`.
+
+def _torchvision_targets(batch: Sequence[dict]) -> tuple[list[torch.Tensor], list[dict]]:
+    images, targets = [], []
+    for row in batch:
+        images.append(image_to_tensor(row["image"]).float().div_(255))  # (3, H, W) float in [0, 1]
+        boxes, landmarks = _faces_to_tensors(row.get("faces") or [])
+        xyxy = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+        keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)  # torchvision refuses boxes of zero width or height
+        labelled = ~torch.isnan(landmarks).any(dim=-1, keepdim=True)
+        keypoints = torch.cat([torch.nan_to_num(landmarks), labelled.float()], dim=-1)  # (n, 54, 3): x, y, visible
+        targets.append({"boxes": xyxy[keep], "labels": torch.full((int(keep.sum()),), FACE_LABEL, dtype=torch.int64),
+                        "keypoints": keypoints[keep]})
+    return images, targets
+
+
+def collate_faces(batch: Sequence[dict], target_format: str = "coco"):
+    """Batch frame rows. `target_format="coco"` (default) gives a dict: `image` (B, 3, H, W) uint8,
+    `boxes`/`landmarks` lists of (n_i, 4) COCO `[x, y, w, h]` / (n_i, 54, 2) pixel tensors (landmarks NaN where
+    the corpus has none), every other column through `default_collate`.
+
+    `target_format="torchvision"` gives `(images, targets)` as torchvision's detection models take them
+    (`loss_dict = model(images, targets)`): `images` a list of (3, H, W) float tensors in [0, 1]; per image a
+    dict with `boxes` (n_i, 4) float `[x1, y1, x2, y2]` pixels, `labels` (n_i,) int64, all 1 (face; 0 is
+    torchvision's background, so `num_classes=2`) and `keypoints` (n_i, 54, 3) `x, y, visibility` (0 where a
+    point is unlabelled) for Keypoint R-CNN. A frame without a face has empty (0, 4) boxes, which torchvision
+    trains on as a negative; boxes of zero width or height are left out (torchvision refuses them). With a
+    DataLoader: `collate_fn=functools.partial(collate_faces, target_format="torchvision")`.
     """
     if not batch:
         raise InputError("collate_faces got an empty batch")
+    if target_format not in ("coco", "torchvision"):
+        raise InputError(f"collate_faces: target_format must be 'coco' or 'torchvision', got {target_format!r}")
+    if target_format == "torchvision":
+        return _torchvision_targets(batch)
     out = {"image": torch.stack([image_to_tensor(row["image"]) for row in batch])}
     pairs = [_faces_to_tensors(row.get("faces") or []) for row in batch]
     out["boxes"] = [b for b, _ in pairs]

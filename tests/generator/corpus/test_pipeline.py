@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,30 +167,38 @@ def test_shards_give_the_same_corpus(reference, tmp_path):
     _assert_same_corpus(reference, out)
 
 
+# The CLI in a subprocess that SIGKILLs itself at a fixed point: the second identity's files are all written
+# (its writers finished) but its folder is not yet renamed into place. No polling, so no race with the rename.
+KILL_AT_SECOND_FINISH = """
+import os, signal, sys
+from generator.corpus.pipeline import GenerationPipeline
+real, calls = GenerationPipeline.finish_identity, []
+def finish_or_die(self, pending, summary):
+    calls.append(pending.name)
+    if len(calls) == 2:
+        for job in pending.jobs:
+            job.result()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, pending, summary)
+GenerationPipeline.finish_identity = finish_or_die
+from thermvision_db.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_restarts_to_the_same_corpus(reference, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "thermvision_db", "generate", "-n", "3", "--motion", MOTION, "--batch-size", "2",
-           "--device", "cpu", "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    caught = None
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            partial = [p for p in (out / "identities").glob(".partial-*") if any(p.rglob("*.png"))] \
-                if (out / "identities").is_dir() else []
-            if partial and len(list((out / "identities").glob("S*"))) >= 1:
-                proc.send_signal(signal.SIGKILL)  # in the middle of the second (or third) identity
-                caught = partial[0].name
-                break
-            time.sleep(0.005)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert caught is not None, "the run finished before it could be killed"
+    args = ["generate", "-n", "3", "--motion", MOTION, "--batch-size", "2", "--device", "cpu", "--out", str(out)]
+    result = subprocess.run([sys.executable, "-c", KILL_AT_SECOND_FINISH, *args], env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     corpus = GeneratedCorpus(out)
-    assert corpus.partial_dirs() and len(corpus.finished()) < 3  # a half identity is on disk, not in the corpus
+    assert corpus.finished() == {0}  # the first identity is in place
+    partial = corpus.partial_dirs()  # the second is on disk, complete but for its record, and not in the corpus
+    assert [p.name for p in partial if p.name.endswith("S000001")] and any(p.rglob("*.png") for p in partial)
     summary = _generate(out, 3)
     assert summary.failures == [] and not corpus.partial_dirs()
+    assert summary.skipped == 1 and summary.generated == ["S000001", "S000002"]
     _assert_same_corpus(reference, out)
 
 

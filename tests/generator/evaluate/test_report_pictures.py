@@ -73,3 +73,29 @@ def test_report_with_landmarks_gives_numbers(mini, tmp_path):
     csv = pd.read_csv(tmp_path / "report" / "box_qc.csv")
     assert csv["landmark_jitter_px"].notna().all() and (csv["landmark_jitter_px"] > 0).all()
     assert "n/a" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_report_stays_readable_at_thousands_of_videos():
+    """3,000 videos: the pictures show distributions (a handful of bars), report.md the 20 worst, the CSV all."""
+    import pandas as pd
+
+    from generator.evaluate.report import count_distribution, qc_plots, render_report, value_distribution
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    qc = pd.DataFrame({"video_id": [f"S{i:06d}_head_pose" for i in range(n)], "frames": 24,
+                       "missing": rng.integers(0, 30, n), "multiple": rng.integers(0, 3, n), "jumps": 0,
+                       "max_centre_jump": 0.0, "landmark_jitter_px": rng.random(n), "frame_change": rng.random(n) * 9})
+    qc.loc[1234, "missing"] = 500  # the worst video must be listed first
+    labels, counts = count_distribution(qc["missing"])
+    assert sum(counts) == n and len(labels) <= 12
+    assert counts[0] == int((qc["missing"] == 0).sum()) and counts[-1] == int((qc["missing"] > 20).sum())
+    labels, counts = value_distribution(qc["frame_change"])
+    assert sum(counts) == n and len(labels) == 10
+    plots = qc_plots(qc)
+    assert set(plots) == {"box_qc.png", "temporal.png"}
+    report = render_report({"qc": qc}, list(plots))
+    lines = report.splitlines()
+    assert len(lines) <= 200 and "box_qc.csv" in report
+    table = [line for line in lines if "_head_pose" in line]  # markdown table, or plain text without tabulate
+    assert len(table) == 20 and "S001234_head_pose" in table[0]

@@ -117,3 +117,24 @@ class MotionExtractor(nn.Module):
             "roll": bins_to_degrees(out["roll"]), "scale": out["scale"], "t": out["t"],
             "exp": out["exp"].reshape(b, -1, 3), "kp": out["kp"].reshape(b, -1, 3),
         }
+
+
+@torch.no_grad()
+def make_near_frontal_(extractor: MotionExtractor, spread: float = 0.02) -> MotionExtractor:
+    """Random heads made face-like, in place: positive scale ~1, pose ~0 degrees, small translation and expression.
+
+    Random weights give any scale (negative ones mirror every keypoint) and any pose, so labels propagated through
+    the tiny preset's motion came out upside down. Real weights never need this; the tiny preset does, so that its
+    label sheets look like faces (a neutral first frame keeps the still's landmarks, a yaw moves them). `spread`
+    keeps a little of the random dependence on the image.
+    """
+    det = extractor.detector
+    for head in (det.fc_scale, det.fc_pitch, det.fc_yaw, det.fc_roll, det.fc_t, det.fc_exp):
+        head.weight.mul_(spread)
+        head.bias.zero_()
+    det.fc_scale.bias.fill_(1.0)
+    centre = det.fc_yaw.bias.shape[0] / 2 - 0.5  # bins k and k+1 around 0 degrees (32, 33 of 66: 32.5 * 3 - 97.5 = 0)
+    for head in (det.fc_pitch, det.fc_yaw, det.fc_roll):
+        idx = torch.arange(head.bias.shape[0], dtype=head.bias.dtype)
+        head.bias.copy_(-((idx - centre) ** 2) / 2.0)  # a narrow bump centred on 0 degrees
+    return extractor
