@@ -70,3 +70,16 @@ def test_the_cli_prints_one_line_and_rc_2(args, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
     assert not (tmp_path / "out").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("count", [2.5, True, 0, 10**12, "3"])
+def test_load_dataset_refuses_bad_identity_counts_before_any_work(tmp_path, count):
+    """`load_dataset(..., num_identities=...)` says what is wrong in one line before datasets lists identity names
+    (10**12 of them would be a MemoryError) and before any folder is made."""
+    from thermvision_db import load_dataset
+    from thermvision_db.errors import InputError
+
+    with pytest.raises(InputError, match="num_identities must be"):
+        load_dataset("thermvision_db", "synthetic", num_identities=count, cache_dir=str(tmp_path / "cache"),
+                     output_dir=str(tmp_path / "corpus"))
+    assert not (tmp_path / "corpus").exists()

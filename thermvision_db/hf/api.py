@@ -46,7 +46,7 @@ def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike
 
 
 def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilder:
-    from thermvision_db.hf import cache_key
+    from thermvision_db.hf import cache_key, door
     from thermvision_db.hf.builder import SYNTHETIC_CONFIGS, ThermVisionConfig, ThermVisionDB, opened_source
 
     name = name or ThermVisionDB.DEFAULT_CONFIG_NAME
@@ -66,6 +66,8 @@ def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilde
             data_dir = str(resolved.resolve())
             code += cache_key.released_fingerprint(name, resolved)
     elif name in SYNTHETIC_CONFIGS:
+        if config_kwargs.get("num_identities") is not None:  # before datasets lists the identities' names
+            door.check_identity_count(config_kwargs["num_identities"])
         code += cache_key.synthetic_key(ThermVisionConfig(name=name, **config_kwargs))
     return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)
 

@@ -84,8 +84,8 @@ class ThermVisionConfig(datasets.BuilderConfig):
     def validate(self) -> None:
         """Checked when the builder is made: `datasets` sets overrides on a copy without re-running __init__."""
         if self.synthetic:
-            if self.num_identities is not None and (not isinstance(self.num_identities, int) or self.num_identities < 1):
-                raise InputError(f"num_identities must be a positive integer, got {self.num_identities!r}")
+            if self.num_identities is not None:
+                door.check_identity_count(self.num_identities)
             if self.num_identities is not None:
                 self.generation_settings()
             self.synthetic_output_dir()

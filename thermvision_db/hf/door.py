@@ -84,6 +84,14 @@ def add_generator_commands(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------------------ synthetic configurations
+def check_identity_count(value) -> int:
+    """`num_identities` as a plain integer within the generator's bounds, or one InputError line."""
+    check_generator_package()
+    from generator.corpus.workers import check_identity_count as check
+
+    return check(value)
+
+
 def generation_settings(preset: str, seed: int, motion: str | None, options: dict | None):
     """The generator's settings for a synthetic configuration (validated: unknown presets fail here)."""
     def make():
