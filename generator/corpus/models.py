@@ -30,7 +30,7 @@ def load_animator(s: GenerationSettings, device):
     if s.liveportrait_dir:
         nets = LivePortraitNetworks.from_pretrained(s.liveportrait_dir)
     else:
-        from generator.animate.liveportrait.motion_extractor import make_near_frontal_
+        from generator.animate.liveportrait.networks.motion_extractor import make_near_frontal_
 
         nets = LivePortraitNetworks.from_config(LivePortraitConfig.tiny(), seed=0)
         make_near_frontal_(nets.motion_extractor)  # positive scale, near-frontal: the labels look like faces

@@ -222,8 +222,7 @@ class GenerationPipeline:
         blocks = sorted({self._block(s) for s in wanted})
         if not blocks:
             return
-        b = self.settings.still_batch
-        # counts the stills kept (a block of `still_batch` is sampled whole, so batches never depend on what is left)
+        b = self.settings.still_batch  # the bar counts stills kept; a block is sampled whole (batches never change)
         bar = tqdm(total=len(wanted), desc=f"stills (sampled in blocks of {b})", unit="still", disable=not self.progress)
         done = lambda blk: all(still_exists(stills_dir, s) for s in range(blk * b, (blk + 1) * b)  # noqa: E731
                                if s in wanted)

@@ -69,6 +69,11 @@ def check_generator_package() -> None:
         "or run from another folder.")
 
 
+def _check_once() -> None:
+    """`check_generator_package` once per `load_dataset` call (every call when none is running)."""
+    memo(("generator-package",), lambda: check_generator_package() or True)
+
+
 def _resolve(target: str):
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
@@ -76,7 +81,7 @@ def _resolve(target: str):
 
 def add_generator_commands(subparsers) -> None:
     """Register the generator's subcommands (`generate`, `evaluate`) on the CLI's subparsers."""
-    check_generator_package()
+    _check_once()
     for add_parser, run in COMMANDS.values():
         parser = _resolve(add_parser)(subparsers)
         if run is not None:
@@ -86,7 +91,7 @@ def add_generator_commands(subparsers) -> None:
 # ------------------------------------------------------------------------------------ synthetic configurations
 def check_identity_count(value) -> int:
     """`num_identities` as a plain integer within the generator's bounds, or one InputError line."""
-    check_generator_package()
+    _check_once()
     from generator.corpus.workers import check_identity_count as check
 
     return check(value)
@@ -95,7 +100,7 @@ def check_identity_count(value) -> int:
 def generation_settings(preset: str, seed: int, motion: str | None, options: dict | None):
     """The generator's settings for a synthetic configuration (validated: unknown presets fail here)."""
     def make():
-        check_generator_package()
+        _check_once()
         from generator.corpus.settings import GenerationSettings, default_motion
 
         return GenerationSettings(preset=preset, seed=seed, motion=motion or default_motion(preset), **(options or {}))
@@ -131,7 +136,7 @@ def generate(settings, output_dir: Path, num_identities: int, device: str | None
 
 def torchvision_note_once() -> str | None:
     """One line when an installed torchvision cannot import (it is then marked absent); None otherwise or said before."""
-    check_generator_package()
+    _check_once()
     from generator.vision_check import note_once
 
     return note_once()
@@ -139,7 +144,7 @@ def torchvision_note_once() -> str | None:
 
 def generator_code_hash() -> str:
     """The generator's code decides the pixels and labels of a generated corpus: every file of the package."""
-    check_generator_package()
+    _check_once()
     digest = hashlib.sha256()
     for path in sorted(OUR_PACKAGE.rglob("*.py")):
         if "__pycache__" not in path.parts:

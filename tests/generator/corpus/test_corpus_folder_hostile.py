@@ -88,7 +88,9 @@ def test_heartbeat_link_and_directory(tmp_path):
 
 
 def _record(name: str, index: int) -> dict:
-    return {"schema": IDENTITY_SCHEMA, "identity": name, "index": index, "videos": []}
+    """The fields every reader needs (`check_identity_record`); no videos."""
+    return {"schema": IDENTITY_SCHEMA, "identity": name, "index": index, "gender": "female", "seed": index,
+            "prompt": "a thermal face", "videos": []}
 
 
 @pytest.mark.parametrize("damage", ["empty", "not json", "list", "other schema", "other identity", "link"])
