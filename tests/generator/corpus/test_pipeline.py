@@ -189,9 +189,11 @@ sys.exit(main(sys.argv[1:]))
 def test_killed_run_restarts_to_the_same_corpus(reference, tmp_path):
     out = tmp_path / "killed"
     args = ["generate", "-n", "3", "--motion", MOTION, "--batch-size", "2", "--device", "cpu", "--out", str(out)]
-    result = subprocess.run([sys.executable, "-c", KILL_AT_SECOND_FINISH, *args], env=_env(), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    log = tmp_path / "killed.log"  # a file, not a pipe: writer processes outliving the kill must not hold the test
+    with open(log, "w") as handle:
+        result = subprocess.run([sys.executable, "-c", KILL_AT_SECOND_FINISH, *args], env=_env(), stdout=handle,
+                                stderr=subprocess.STDOUT, timeout=300)
+    assert result.returncode == -signal.SIGKILL, log.read_text()[-2000:]
     corpus = GeneratedCorpus(out)
     assert corpus.finished() == {0}  # the first identity is in place
     partial = corpus.partial_dirs()  # the second is on disk, complete but for its record, and not in the corpus
