@@ -183,10 +183,10 @@ def _run(settings, output_dir, num_identities, options, device, progress, embed,
 def _make_identities(driver, todo, slots, token, options, summary, worker_class) -> None:
     import ray
 
-    actor = ray.remote(worker_class).options(num_gpus=driver.gpus, max_restarts=-1,
-                                             num_cpus=options.cpus_per_worker + options.writers)
-    actors = [actor.remote(**driver.args, fingerprint=driver.fingerprint, writers=options.writers)
-              for _ in range(driver.count)]
+    actor = ray.remote(worker_class)
+    resources = dict(num_gpus=driver.gpus, max_restarts=-1, num_cpus=options.cpus_per_worker + options.writers)
+    actors = [actor.options(name=f"thermvision-identity-{k}-{token}", **resources).remote(  # named: ray list actors
+        **driver.args, fingerprint=driver.fingerprint, writers=options.writers) for k in range(driver.count)]
     bar = tqdm(total=len(todo), desc="identities", unit="identity", disable=not driver.progress)
 
     def done(index, value):

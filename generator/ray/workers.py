@@ -54,6 +54,9 @@ class StillsWorker:
                 save_still(still, self.stills_dir)
         return {"seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid()}
 
+    def ready(self) -> bool:
+        return True
+
 
 class IdentityWorker:
     """Animates, labels and writes whole identities; LivePortrait and the label models are loaded once."""
@@ -76,5 +79,5 @@ class IdentityWorker:
         return {"stage_seconds": dict(summary.stage_seconds), "writer_cpu_seconds": pool.cpu_seconds - cpu_before,
                 "host": socket.gethostname(), "pid": os.getpid()}
 
-    def pid(self) -> int:
-        return os.getpid()
+    def ready(self) -> bool:
+        return True

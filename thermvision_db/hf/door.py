@@ -34,6 +34,10 @@ COMMANDS = {
 }
 
 
+# generator_options that choose how the corpus is made, not what it holds: never in the settings or fingerprint
+ENGINE_OPTIONS = ("engine", "ray_address", "ray_workers", "max_retries")
+
+
 class GeneratorShadowedError(ThermVisionError, ImportError):
     """`import generator` would load something other than thermvision-db's generator package."""
 
@@ -88,7 +92,8 @@ def generation_settings(preset: str, seed: int, motion: str | None, options: dic
         check_generator_package()
         from generator.corpus.settings import GenerationSettings, default_motion
 
-        return GenerationSettings(preset=preset, seed=seed, motion=motion or default_motion(preset), **(options or {}))
+        settings = {k: v for k, v in (options or {}).items() if k not in ENGINE_OPTIONS}  # how, not what
+        return GenerationSettings(preset=preset, seed=seed, motion=motion or default_motion(preset), **settings)
 
     return memo(("settings", json.dumps([preset, seed, motion, options], sort_keys=True, default=repr)), make)
 
@@ -105,9 +110,23 @@ def default_output_dir(settings) -> Path:
     return generated_corpora_dir() / fingerprint(settings)
 
 
-def generate(settings, output_dir: Path, num_identities: int, device: str | None):
-    """Make the missing identities of `output_dir` (waiting for other processes' claims); returns the run summary."""
+def generate(settings, output_dir: Path, num_identities: int, device: str | None, options: dict | None = None):
+    """Make the missing identities of `output_dir` (waiting for other processes' claims); returns the run summary.
+    `options` (generator_options) with engine="ray" runs the pipeline on Ray (ray_address, ray_workers, max_retries)."""
     from generator.corpus.pipeline import GenerationPipeline
+
+    engine = (options or {}).get("engine", "local")
+    if engine not in ("local", "ray"):
+        from thermvision_db.errors import InputError
+
+        raise InputError(f"generator_options engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from generator.ray.engine import RayOptions, generate_on_ray
+
+        ray_options = RayOptions(address=options.get("ray_address"), workers=options.get("ray_workers"),
+                                 max_retries=int(options.get("max_retries", 2)))
+        return generate_on_ray(settings, output_dir, num_identities, ray_options, device=device,
+                               fingerprint=fingerprint(settings))
 
     pipeline = GenerationPipeline(settings, output_dir, device=device, fingerprint=fingerprint(settings))
     summary = pipeline.run(num_identities)
