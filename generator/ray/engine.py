@@ -125,8 +125,9 @@ def _layout(options: RayOptions) -> tuple[float, int]:
 
 def generate_on_ray(settings: GenerationSettings, output_dir, num_identities: int, options: RayOptions | None = None,
                     *, device: str | None = None, progress: bool = True, embed=None,
-                    fingerprint: str | None = None) -> RaySummary:
-    """Make identities 0..num_identities-1 of `output_dir` with Ray; see the module docstring."""
+                    fingerprint: str | None = None, identity_worker=None) -> RaySummary:
+    """Make identities 0..num_identities-1 of `output_dir` with Ray; see the module docstring.
+    `identity_worker`: a subclass of `IdentityWorker` (benchmarks, custom models)."""
     from thermvision_db.errors import InputError
 
     if int(num_identities) < 1:
@@ -134,7 +135,8 @@ def generate_on_ray(settings: GenerationSettings, output_dir, num_identities: in
     options = options or RayOptions()
     started = connect(options.address)
     try:
-        return _run(settings, output_dir, int(num_identities), options, device, progress, embed, fingerprint)
+        return _run(settings, output_dir, int(num_identities), options, device, progress, embed, fingerprint,
+                    identity_worker)
     finally:
         if started:
             import ray
@@ -142,7 +144,8 @@ def generate_on_ray(settings: GenerationSettings, output_dir, num_identities: in
             ray.shutdown()
 
 
-def _run(settings, output_dir, num_identities, options, device, progress, embed, fingerprint) -> RaySummary:
+def _run(settings, output_dir, num_identities, options, device, progress, embed, fingerprint,
+         identity_worker) -> RaySummary:
     import ray
 
     from generator.ray.workers import IdentityWorker
@@ -171,7 +174,7 @@ def _run(settings, output_dir, num_identities, options, device, progress, embed,
         todo = [i for i in todo if f"still {slots[i]}" not in failed_stills]
         summary.skipped = num_identities - len(todo) - len(failed_stills)
         if todo:
-            _make_identities(driver, todo, slots, token, options, summary, IdentityWorker)
+            _make_identities(driver, todo, slots, token, options, summary, identity_worker or IdentityWorker)
     finally:
         remove_token(driver.root, token)
     driver.corpus.write_manifest()

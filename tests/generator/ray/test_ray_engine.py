@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402  (the [ray] extra; .ci/run installs it)
 
 from generator.corpus.pipeline import GenerationPipeline  # noqa: E402
 from generator.corpus.settings import GenerationSettings  # noqa: E402
