@@ -142,3 +142,23 @@ def test_a_node_that_cannot_see_the_folder_fails_with_one_line(local_ray, tmp_pa
     with pytest.raises(SharedStorageError, match="sees another") as err:
         check_every_node(tmp_path, token)
     assert "\n" not in str(err.value)
+
+
+def test_load_dataset_with_engine_ray_reads_the_same_corpus_and_keeps_the_fingerprint(local_ray, reference, tmp_path,
+                                                                                     hf_cache):
+    from thermvision_db import load_dataset
+    from thermvision_db.errors import InputError
+    from thermvision_db.hf import door
+
+    with_engine = door.generation_settings("tiny", 0, MOTION, {"engine": "ray", "still_batch": 2})
+    assert with_engine.to_dict() == _settings().to_dict() and with_engine.fingerprint() == _settings().fingerprint()
+    out = tmp_path / "hub"
+    shutil.copytree(reference, out)
+    rows = load_dataset("thermvision_db", "synthetic", num_identities=3, motion=MOTION, output_dir=str(out),
+                        generator_options={"engine": "ray", "still_batch": 2}, cache_dir=hf_cache)["train"]
+    assert rows.num_rows == 3 * (5 + 10)
+    assert '"engine": "ray"' in (out / "summary.json").read_text()  # the Ray driver ran (and found all finished)
+    _assert_same_files(reference, out)
+    with pytest.raises(InputError, match="engine"):
+        load_dataset("thermvision_db", "synthetic", num_identities=3, motion=MOTION, output_dir=str(out),
+                     generator_options={"engine": "spark", "still_batch": 2}, cache_dir=hf_cache)
