@@ -54,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="H.264 encoder: auto = NVENC (h264_nvenc) when the GPU and PyAV build offer it, else x264")
     g.add_argument("--writers", type=int, default=None, metavar="N",
                    help="PNG/H.264 writer processes beside the GPU loop (default: from the cores; 0 = inline)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this process (torchrun ranks x --shard); ray: Ray actors on a local "
+                        "instance or the cluster at --ray-address / $RAY_ADDRESS (pip install 'thermvision-db[ray]', "
+                        "docs/ray.md)")
+    g.add_argument("--ray-address", default=None, help="--engine ray: the cluster to join (default: $RAY_ADDRESS, "
+                                                       "else a local instance started and stopped here)")
+    g.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="--engine ray: actors per stage (default: the cluster's GPUs, else 1)")
+    g.add_argument("--max-retries", type=int, default=2, metavar="N",
+                   help="--engine ray: retries of an identity whose actor failed or died, then it is reported failed")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -86,11 +96,26 @@ def run(args: argparse.Namespace) -> int:
         check_weights_folder(args.liveportrait_dir)
     try:
         settings = settings_from_args(args)
-        pipeline = GenerationPipeline(settings, args.out, device=args.device, writers=args.writers,
-                                      barrier_timeout=args.barrier_timeout * 60)
-        summary = pipeline.run(args.num_identities, shard=args.shard)
+        if getattr(args, "engine", "local") == "ray":
+            summary = _run_on_ray(settings, args)
+        else:
+            pipeline = GenerationPipeline(settings, args.out, device=args.device, writers=args.writers,
+                                          barrier_timeout=args.barrier_timeout * 60)
+            summary = pipeline.run(args.num_identities, shard=args.shard)
     except ThermVisionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary.describe())
     return 1 if summary.failures else 0
+
+
+def _run_on_ray(settings, args: argparse.Namespace):
+    from generator.ray.engine import RayOptions, generate_on_ray
+    from thermvision_db.errors import InputError
+
+    if args.shard:
+        raise InputError("--shard is for --engine local; with --engine ray the cluster shares the work")
+    options = RayOptions(address=args.ray_address, workers=args.ray_workers, max_retries=args.max_retries,
+                         writers=1 if args.writers is None else args.writers,
+                         stall_timeout=args.barrier_timeout * 60)
+    return generate_on_ray(settings, args.out, args.num_identities, options, device=args.device)

@@ -146,7 +146,8 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         out = self.config.synthetic_output_dir()
         wanted = self.config.num_identities
         if wanted is not None:
-            summary = door.generate(self.config.generation_settings(), out, wanted, self.config.device)
+            summary = door.generate(self.config.generation_settings(), out, wanted, self.config.device,
+                                    self.config.generator_options)
             if summary.failures:
                 raise CorpusError(f"{len(summary.failures)} identities failed to generate: {summary.failures[0]}")
         corpus = GeneratedCorpus(out)

@@ -36,6 +36,10 @@ COMMANDS = {
 }
 
 
+# generator_options that choose how the corpus is made, not what it holds: never in the settings or fingerprint
+ENGINE_OPTIONS = ("engine", "ray_address", "ray_workers", "max_retries")
+
+
 class GeneratorShadowedError(ThermVisionError, ImportError):
     """`import generator` would load something other than thermvision-db's generator package."""
 
@@ -103,7 +107,8 @@ def generation_settings(preset: str, seed: int, motion: str | None, options: dic
         _check_once()
         from generator.corpus.settings import GenerationSettings, default_motion
 
-        return GenerationSettings(preset=preset, seed=seed, motion=motion or default_motion(preset), **(options or {}))
+        settings = {k: v for k, v in (options or {}).items() if k not in ENGINE_OPTIONS}  # how, not what
+        return GenerationSettings(preset=preset, seed=seed, motion=motion or default_motion(preset), **settings)
 
     return memo(("settings", json.dumps([preset, seed, motion, options], sort_keys=True, default=repr)), make)
 
@@ -120,13 +125,27 @@ def default_output_dir(settings) -> Path:
     return generated_corpora_dir() / fingerprint(settings)
 
 
-def generate(settings, output_dir: Path, num_identities: int, device: str | None):
-    """Make the missing identities of `output_dir` (waiting for other processes' claims); returns the run summary."""
+def generate(settings, output_dir: Path, num_identities: int, device: str | None, options: dict | None = None):
+    """Make the missing identities of `output_dir` (waiting for other processes' claims); returns the run summary.
+    `options` (generator_options) with engine="ray" runs the pipeline on Ray (ray_address, ray_workers, max_retries)."""
     from generator.corpus.pipeline import GenerationPipeline
 
     note = torchvision_note_once()
     if note:
         logging.getLogger(__name__).warning(note)
+    engine = (options or {}).get("engine", "local")
+    if engine not in ("local", "ray"):
+        from thermvision_db.errors import InputError
+
+        raise InputError(f"generator_options engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from generator.ray.engine import RayOptions, generate_on_ray
+
+        ray_options = RayOptions(address=options.get("ray_address"), workers=options.get("ray_workers"),
+                                 max_retries=int(options.get("max_retries", 2)))
+        return generate_on_ray(settings, output_dir, num_identities, ray_options, device=device,
+                               fingerprint=fingerprint(settings))
+
     pipeline = GenerationPipeline(settings, output_dir, device=device, fingerprint=fingerprint(settings))
     summary = pipeline.run(num_identities)
     if not summary.failures:
