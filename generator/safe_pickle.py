@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
+import sys
 
 from thermvision_db.errors import ThermVisionError
 
@@ -44,12 +46,23 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
 } | _numpy_dtype_classes())
 
 
+# A global's name comes from the file (a link to a text file starting with "c" reads as GLOBAL "line1.line2"):
+# shown only when it is a short dotted Python name of a standard-library or known package module.
+PRINTABLE_GLOBAL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
+KNOWN_TOP_MODULES = frozenset(sys.stdlib_module_names) | {"__builtin__", "copy_reg", "numpy", "torch", "collections"}
+
+
+def _showable(module: str, name: str) -> bool:
+    return bool(PRINTABLE_GLOBAL.fullmatch(f"{module}.{name}")) and module.split(".")[0] in KNOWN_TOP_MODULES
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the exact pairs in `SAFE_GLOBALS`; every other global is refused by name, unresolved."""
 
     def find_class(self, module: str, name: str):
         if "." in name or (module, name) not in SAFE_GLOBALS:
-            raise UnsafePickleError(f"refused global {module}.{name}: only numpy arrays, dicts, lists and numbers "
+            shown = f"{module}.{name}" if _showable(module, name) else "(name not shown: it is not a known module's)"
+            raise UnsafePickleError(f"refused global {shown}: only numpy arrays, dicts, lists and numbers "
                                     "are allowed")
         return super().find_class(module, name)
 
@@ -70,4 +83,5 @@ def safe_pickle_load(data: bytes | io.BufferedIOBase | str | os.PathLike, source
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{source}: {err}") from None
     except Exception as err:  # truncated, corrupt, or an allowed constructor given bad arguments
-        raise UnsafePickleError(f"{source}: not a readable pickle ({type(err).__name__}: {err})") from None
+        # only the exception's type: pickle's own messages quote bytes of the file ("invalid load key, '\\x..'")
+        raise UnsafePickleError(f"{source}: not a readable pickle ({type(err).__name__})") from None

@@ -189,8 +189,10 @@ def check_safetensors(path: str | os.PathLike, what: str = "weights") -> dict:
             raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (only {size} bytes)")
         (header_len,) = struct.unpack("<Q", head)
         if header_len <= 0 or header_len > min(size - 8, 100_000_000):
-            raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (bad header length: the "
-                                     f"first 8 bytes claim a {header_len:,}-byte header in a {size:,}-byte file)")
+            # the length is 8 bytes of the file: never quoted (a link to a secret would print them as a number)
+            raise UnsafeWeightsError(f"{what} {path} is not a valid safetensors file (bad header length: its header "
+                                     f"would be {'empty' if header_len <= 0 else 'longer than the file'}; "
+                                     f"the file has {size:,} bytes)")
         try:
             header = json.loads(handle.read(header_len))
         except ValueError as err:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from thermvision_db.errors import InputError
+
 log = logging.getLogger(__name__)
 DRIVING = ("head_pose", "expression", "video", "template", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -95,7 +97,11 @@ def _motion(args, pipeline):
     if not args.driving_path:
         raise SystemExit(f"--driving {args.driving} needs --driving-path")
     if args.driving == "template":
-        return motions.load_motion(args.driving_path)
+        motion = motions.load_motion(args.driving_path)
+        problem = motion.fit_problem(pipeline.cfg.num_kp)
+        if problem:  # before any frame is animated, naming the file
+            raise InputError(f"{args.driving_path}: {problem}")
+        return motion
     if args.driving == "image":
         return motions.motion_from_image(args.driving_path, pipeline)
     detector = motions.OnnxFaceDetector(args.detector) if args.detector else None

@@ -37,6 +37,20 @@ class MotionPlan:
             self._clips[set_name] = clip_template(path, self.animator, self.cache_dir)
         return self._clips[set_name]
 
+    @staticmethod
+    def reads_files(settings: GenerationSettings) -> bool:
+        """Whether the run's motion comes from files (the paper's clips, an expression library)."""
+        return settings.motion_program == "paper" or settings.expression_library is not None
+
+    def check_files(self) -> None:
+        """Every motion and library file the run will use, loaded and checked now, before any still: finite
+        values, at least one frame, keypoints that fit the loaded model, no link leaving its folder. A failing
+        cache is extracted again; a user's file stops the run naming it (rather than failing each identity)."""
+        self.library()
+        if self.settings.motion_program == "paper":
+            for set_name in self.settings.motion:
+                self.clip(set_name)
+
     def sequence(self, index: int, set_name: str, frames: int, source, options
                  ) -> tuple[MotionSequence, str, list[dict] | None, dict, object]:
         """(motion, driving_template name, per-frame labels or None, record for identity.json, the animation

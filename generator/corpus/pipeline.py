@@ -40,8 +40,6 @@ from thermvision_db.schema.generated_corpus import IDENTITY_FILE, PARTIAL_PREFIX
 from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, file_lock, identity_name, identity_record
 from thermvision_db.schema.splits import synthetic_split
 
-log = logging.getLogger(__name__)
-
 
 class DiskFullError(CorpusError):
     """The disk filled up (or would): finished identities are kept, the run resumes after space is freed."""
@@ -99,6 +97,8 @@ class GenerationPipeline:
         announce(self.root, worker.index, worker.count)
         self.claims.name_damaged(self.corpus)
         finished = self.corpus.finished()
+        if len(finished) < num_identities and MotionPlan.reads_files(self.settings):
+            self.motion_plan().check_files()  # before any still: a bad motion file stops the run at once
         if self.settings.distinct is None:
             slots = list(range(num_identities))
             mine = [i for i in slots if worker.owns(self._block(i))]
@@ -161,7 +161,7 @@ class GenerationPipeline:
             if isinstance(err, (OSError, WriterError)) and err.errno == errno.ENOSPC:
                 raise DiskFullError(self._disk_full_message(err)) from err
             summary.failures.append({"identity": name, "error": f"{type(err).__name__}: {err}"})
-            log.exception("identity %s failed", name)
+            logging.getLogger(__name__).exception("identity %s failed", name)
             return None
         return result
 

@@ -112,9 +112,9 @@ def test_pth_zip_with_a_member_outside_the_archive_root_extracts_nothing(tmp_pat
 @pytest.mark.parametrize("load,name,error,cause", [
     (lambda p: read_tensors(p), "spade_generator.safetensors", CheckpointError, r"not a readable \.safetensors"),
     (lambda p: load_lora(build_tiny_flux(), p), "thermal.safetensors", UnsafeWeightsError,
-     r"bad header length: the first 8 bytes claim a 10,737,418,240-byte header"),
+     r"bad header length: its header would be longer than the file"),
     (lambda p: motions.load_motion(p), "expressions.safetensors", UnsafeWeightsError,
-     r"bad header length: the first 8 bytes claim a 10,737,418,240-byte header"),
+     r"bad header length: its header would be longer than the file"),
     (lambda p: check_safetensors(p, what="FLUX transformer checkpoint"), "flux1-dev.safetensors",
      UnsafeWeightsError, r"bad header length"),
 ])

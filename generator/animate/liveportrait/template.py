@@ -71,6 +71,14 @@ class MotionSequence:
         if self.exp is not None and (self.exp.ndim != 3 or self.exp.shape[2] != 3):
             raise InputError(f"motion {self.name!r}: exp has shape {self.exp.shape}, expected (T, K, 3)")
 
+    def fit_problem(self, num_kp: int) -> str | None:
+        """Why this motion cannot drive a model with `num_kp` implicit keypoints (None when it can): a template
+        made with other weights would otherwise fail inside the model, once per identity."""
+        if self.exp is not None and self.exp.shape[1] != num_kp:
+            return (f"its expressions have {self.exp.shape[1]} keypoints per frame but the loaded LivePortrait "
+                    f"model uses {num_kp}")
+        return None
+
     def __len__(self) -> int:
         return next(len(getattr(self, n)) for n in self.FIELDS if getattr(self, n) is not None)
 

@@ -87,6 +87,9 @@ class ExpressionLibrary:
                 suffix = path.suffix.lower()
                 if suffix in TEMPLATE_SUFFIXES:
                     motion = load_motion(path)
+                    problem = None if pipeline is None else motion.fit_problem(pipeline.cfg.num_kp)
+                    if problem:  # a user's file is refused by name (a cache would be extracted again)
+                        raise InputError(f"expression library: {path} ({name}): {problem}")
                 elif suffix in VIDEO_SUFFIXES:
                     if pipeline is None:
                         raise InputError(f"expression library: {path} is a video; its motion needs the loaded "

@@ -28,8 +28,8 @@ UPSTREAM_FPS = 25.0  # upstream's InferenceConfig.output_fps, used when a templa
 def _array(value, path: Path, where: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{path}: {where} is not numeric ({err})") from None
+    except (TypeError, ValueError):  # NumPy's message would quote the value ("could not convert string ...")
+        raise InputError(f"{path}: {where} is not numeric ({type(value).__name__})") from None
     fits = (arr.size > 0 and arr.size % 3 == 0) if -1 in shape else arr.size == int(np.prod(shape))
     if not fits:
         raise InputError(f"{path}: {where} has shape {arr.shape}, expected {shape}")
@@ -64,7 +64,7 @@ def _frame_count(declared, available: int, path: Path) -> int:
     try:
         n = int(declared)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: n_frames {declared!r} is not a number") from None
+        raise InputError(f"{path}: n_frames is not a number ({type(declared).__name__})") from None
     if not 1 <= n <= available:
         raise InputError(f"{path}: n_frames is {n} but the template holds {available} frames")
     return n
@@ -110,8 +110,8 @@ def _first_release(data: list, path: Path) -> MotionSequence:
                              f"got {type(landmarks).__name__}")
         try:
             lmk = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in landmarks[:n]])
-        except (TypeError, ValueError) as err:
-            raise InputError(f"{path}: the landmark list is not (T, N, 2) numbers ({err})") from None
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: the landmark list is not (T, N, 2) numbers") from None
         if len(lmk) < n or lmk.shape[1] != 203 or not np.isfinite(lmk).all():
             raise InputError(f"{path}: expected {n} frames of 203 finite landmarks, got {lmk.shape[:2]}")
         eye, lip = ratios_from_landmarks(lmk)
@@ -123,6 +123,13 @@ def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
     """Any upstream template layout -> a relative `MotionSequence` (a 1-frame template is a driving image, as
     upstream treats it). Eye ratios keep both eyes (T, 2); lip ratios (T, 1)."""
     path = Path(path)
+    try:
+        return _load_pkl(path)
+    except InputError as err:  # the sequence's own checks name the motion; the message names the file too
+        raise err if str(err).startswith(str(path)) else InputError(f"{path}: {err}") from None
+
+
+def _load_pkl(path: Path) -> MotionSequence:
     data = safe_pickle_load(path.read_bytes(), str(path))
     if isinstance(data, list):
         return _first_release(data, path)
@@ -139,7 +146,7 @@ def load_liveportrait_pkl(path: str | os.PathLike) -> MotionSequence:
     try:
         fps = float(fps)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: output_fps {fps!r} is not a number") from None
+        raise InputError(f"{path}: output_fps is not a number ({type(fps).__name__})") from None
     layout = "liveportrait" if "R" in frames[0] else "liveportrait-R_d"
     return MotionSequence(**arrays, eye_ratio=eye, lip_ratio=lip, fps=fps, relative=True, name=path.stem,
                           single_image=n == 1, extra={"layout": layout})

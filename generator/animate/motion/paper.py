@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from generator.animate.liveportrait.template import MotionSequence
@@ -75,7 +76,10 @@ def clip_template(path: str | os.PathLike, pipeline, cache_dir: str | os.PathLik
                   detector=None) -> tuple[MotionSequence, dict]:
     """The motion of a driving clip, extracted once per (clip sha256, extractor weights) and cached as .npz.
 
-    Returns (motion, record) where record names the clip, both hashes, the cache file and whether it was a hit.
+    A cached template that fails its checks (damaged, NaN, 0 frames, keypoints that do not fit the loaded model)
+    is the project's own file: it is extracted again and replaced, never used and never a reason to fail.
+    Returns (motion, record) where record names the clip, both hashes, the cache file and "hit" / "miss" /
+    "replaced" (with the reason the old file failed).
     """
     from generator.animate.motion.driving_video import motion_from_video
     from generator.animate.motion.templates import load_template, save_template
@@ -85,14 +89,26 @@ def clip_template(path: str | os.PathLike, pipeline, cache_dir: str | os.PathLik
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = folder / f"{path.stem}-{clip_sha[:16]}-{weights_sha[:16]}.npz"
     record = {"clip": str(path), "clip_sha256": clip_sha, "extractor_sha256": weights_sha, "template": str(cached)}
-    if cached.is_file():
+    state, problem = "miss", None
+    if cached.is_symlink() or (cached.exists() and not cached.is_file()):
+        problem = "not a regular file"
+    elif cached.is_file():
         try:
             motion = load_template(cached)
-            return motion, {**record, "cache": "hit"}
-        except (ValueError, OSError, KeyError):
-            pass  # a damaged cache file is made again below
+            problem = motion.fit_problem(pipeline.cfg.num_kp)
+            if problem is None:
+                return motion, {**record, "cache": "hit"}
+        except (ValueError, OSError, KeyError) as err:  # InputError is a ValueError: NaN, 0 frames, damaged
+            problem = str(err).removeprefix(f"{cached}: ")
+    if problem is not None:
+        state = "replaced"
+        print(f"note: cached motion {cached} fails its check ({problem}); extracting it again", file=sys.stderr)
+        if cached.is_symlink() or cached.is_file():
+            cached.unlink()  # a link is removed, never followed
+        elif cached.is_dir():
+            raise InputError(f"{cached} is a folder where the motion cache keeps a template; remove it")
     motion = motion_from_video(path, pipeline, detector=detector)
     motion.name = path.stem
     folder.mkdir(parents=True, exist_ok=True)
     save_template(motion, cached)
-    return motion, {**record, "cache": "miss"}
+    return motion, {**record, "cache": state, **({"replaced_because": problem} if problem else {})}

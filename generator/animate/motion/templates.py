@@ -61,8 +61,8 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
         try:
             arrays = load_file(str(path))
             meta = json.loads(metadata.get("thermvision_motion", "{}"))
-        except Exception as err:  # SafetensorError, a JSON error in the metadata
-            raise InputError(f"{path}: not a readable motion template ({type(err).__name__}: {err})") from None
+        except Exception as err:  # SafetensorError, a JSON error in the metadata: their texts quote the file
+            raise InputError(f"{path}: not a readable motion template ({type(err).__name__})") from None
     else:
         raise InputError(f"{path}: not a motion template (.npz, .safetensors or LivePortrait .pkl)")
     unknown = set(arrays) - set(MotionSequence.FIELDS)
@@ -74,8 +74,11 @@ def load_template(path: str | os.PathLike) -> MotionSequence:
         fps = float(meta.get("fps", 25.0))
     except (TypeError, ValueError):
         raise InputError(f"{path}: its fps is not a number") from None
-    return MotionSequence(**arrays, fps=fps, relative=bool(meta.get("relative", True)),
-                          name=str(meta.get("name", path.stem)), single_image=bool(meta.get("single_image", False)))
+    try:
+        return MotionSequence(**arrays, fps=fps, relative=bool(meta.get("relative", True)),
+                              name=str(meta.get("name", path.stem)), single_image=bool(meta.get("single_image", False)))
+    except InputError as err:  # NaN, 0 frames, shapes: the message names the file, not only the motion
+        raise InputError(f"{path}: {err}") from None
 
 
 def load_motion(path: str | os.PathLike) -> MotionSequence:
