@@ -17,7 +17,9 @@ import torch
 
 from generator.stills.lora_checks import adapter_metadata, apply_adapter_metadata, check_merged_finite
 from generator.stills.lora_keys import (
+    BFL_CONTROL,
     LORA_PARTS,
+    UNCONVERTED_LAYOUTS,
     LoraError,
     LoraModule,
     check_modules,
@@ -64,6 +66,9 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
         raise LoraError(f"LoRA {path} is a {lycoris} file; diffusers' FLUX.1 loader cannot apply it and the "
                         "project does not apply it partially. Convert it to a plain LoRA (e.g. extract a "
                         "low-rank LoRA from the merged weights) or retrain with network_module=networks.lora_flux")
+    if describe_format(raw) == BFL_CONTROL:
+        raise LoraError(f"LoRA {path} is a {BFL_CONTROL} LoRA: it conditions FLUX on a control image through a "
+                        "widened input layer, which text-to-image stills do not have; use a text-to-image LoRA")
     modules = group_modules(raw)
     check_modules(modules, path)
     converted, sources, ignored = _convert_per_module(pipe, modules, path)
@@ -106,8 +111,12 @@ def load_lora(pipe, path: str | os.PathLike, scale: float = 0.9, adapter_name: s
 
 
 def _prefix_hint(raw: dict) -> str:
-    """The 'transformer.' hint only where it can be the cause: PEFT keys without a component prefix."""
-    if describe_format(raw) == "diffusers/PEFT" and not any(k.startswith(_COMPONENTS) for k in raw):
+    """The 'transformer.' hint only where it can be the cause: PEFT keys without a component prefix; the reason
+    for layouts diffusers reads without converting."""
+    layout = describe_format(raw).removesuffix(" + DoRA magnitudes")
+    if layout in UNCONVERTED_LAYOUTS:
+        return f" ({UNCONVERTED_LAYOUTS[layout]}; re-save it in kohya or diffusers names)"
+    if layout == "diffusers/PEFT" and not any(k.startswith(_COMPONENTS) for k in raw):
         return " (a diffusers-format file needs the 'transformer.' prefix)"
     return ""
 

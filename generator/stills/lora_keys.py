@@ -31,6 +31,16 @@ _LYCORIS_FORMATS = {"lokr_": "LyCORIS LoKr (Kronecker product: lokr_w1/lokr_w2)"
                     "lora_mid": "LyCORIS LoCon with Tucker decomposition (lora_mid)"}
 
 
+BFL_CONTROL = "BFL control (FLUX.1 Canny/Depth)"
+# Layouts diffusers' FLUX loader reads without converting their names: its key names stay, nothing lands.
+UNCONVERTED_LAYOUTS = {
+    "ComfyUI with PEFT names": "diffusers converts 'diffusion_model.' names only with kohya factors "
+                               "(lora_down/lora_up)",
+    "BFL names with PEFT factors": "diffusers converts FLUX's original block names (double_blocks, single_blocks) "
+                                   "only in kohya, XLabs or BFL control files",
+}
+
+
 class LoraError(ThermVisionError, ValueError):
     """A LoRA file that cannot be applied to this transformer; the message names the file and the problem."""
 
@@ -85,8 +95,13 @@ def describe_format(state_dict: dict[str, torch.Tensor]) -> str:
         return "kohya" + dora
     if any(".processor." in k for k in keys):
         return "XLabs" + dora
+    if any("query_norm.scale" in k for k in keys):  # what diffusers' own check for these files looks at
+        return BFL_CONTROL
+    plain = any(".lora_A." in k or ".lora_B." in k for k in keys)
     if any(k.startswith("diffusion_model.") for k in keys):
-        return "ComfyUI" + dora
+        return ("ComfyUI with PEFT names" if plain else "ComfyUI") + dora
+    if plain and any(k.startswith(("double_blocks.", "single_blocks.")) for k in keys):
+        return "BFL names with PEFT factors" + dora
     if any(".lora_A." in k or ".lora_B." in k for k in keys):
         return "diffusers/PEFT" + dora
     return "unknown"
