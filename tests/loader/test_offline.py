@@ -25,3 +25,42 @@ def test_unset_keeps_huggingface_hubs_reading(monkeypatch, at_import):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", at_import)
     assert hub_offline() is at_import
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_an_unreachable_hub_points_at_a_local_copy(monkeypatch, tmp_path, offline):
+    """No data_dir, no THERMVISION_DB_DIR, no Hub (offline flag, or a network that does not answer): the error says
+    how to name a local copy, whichever way the Hub failed."""
+    import thermvision_db.sources.hub as hub
+    from thermvision_db import load_dataset
+    from thermvision_db.sources.base import SourceError
+
+    monkeypatch.delenv("THERMVISION_DB_DIR", raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(hub, "hub_source", lambda: f"http://127.0.0.1:{_closed_port()}/ThermVision-DB")
+    with pytest.raises(SourceError) as err:
+        load_dataset("thermvision_db", "frames", cache_dir=str(tmp_path / "cache"))
+    message = str(err.value)
+    assert "data_dir=" in message and "THERMVISION_DB_DIR" in message and "thermvision-db miniature" in message
+
+
+def test_a_given_unreachable_url_is_named_without_the_hub_hint(monkeypatch, tmp_path):
+    from thermvision_db import load_dataset
+    from thermvision_db.sources.base import SourceError
+
+    url = f"http://127.0.0.1:{_closed_port()}/copy"
+    with pytest.raises(SourceError) as err:
+        load_dataset("thermvision_db", "frames", data_dir=url, cache_dir=str(tmp_path / "cache"))
+    assert url in str(err.value) and "Hub copy was tried" not in str(err.value)

@@ -61,7 +61,7 @@ def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilde
 
         resolved = resolve_data_dir(data_dir)
         if is_url(resolved):
-            data_dir, code = resolved, code + opened_source(resolved).fingerprint()
+            data_dir, code = resolved, code + _fingerprint_or_hint(resolved, chosen=data_dir)
         else:
             data_dir = str(resolved.resolve())
             code += cache_key.released_fingerprint(name, resolved)
@@ -70,6 +70,21 @@ def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilde
             door.check_identity_count(config_kwargs["num_identities"])
         code += cache_key.synthetic_key(ThermVisionConfig(name=name, **config_kwargs))
     return ThermVisionDB(config_name=name, data_dir=data_dir, cache_dir=cache_dir, hash=code, **config_kwargs)
+
+
+def _fingerprint_or_hint(url: str, chosen) -> str:
+    """The remote release's fingerprint; when the default Hub copy cannot be reached, the error says how to point
+    at a local copy (data_dir / THERMVISION_DB_DIR) instead of only naming the Hub."""
+    from thermvision_db.hf.builder import opened_source
+    from thermvision_db.sources.base import SourceError
+    from thermvision_db.sources.hub import ENV_DATA_DIR, local_copy_hint
+
+    try:
+        return opened_source(url).fingerprint()
+    except SourceError as err:
+        if chosen or os.environ.get(ENV_DATA_DIR):
+            raise
+        raise SourceError(f"{err}. No data_dir was given, so the Hub copy was tried: {local_copy_hint()}") from None
 
 
 def load_dataset(path: str = "thermvision_db", name: str | None = None, *, split=None,

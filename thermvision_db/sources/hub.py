@@ -13,6 +13,13 @@ from thermvision_db.sources.base import SourceError, is_url, local_folder
 ENV_DATA_DIR = "THERMVISION_DB_DIR"
 
 
+def local_copy_hint() -> str:
+    """What to do without the Hub (offline, a firewall, no licence accepted yet): name a local copy."""
+    return (f"pass data_dir=... (a folder holding {' and '.join(repr(z) for z in ARCHIVES.values())} or their "
+            f"extracted folders) or set {ENV_DATA_DIR}; `thermvision-db download DIR` makes one where the Hub is "
+            "reachable, `thermvision-db miniature DIR` a small example folder")
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | str:
     """`data_dir` (a folder or a URL), else $THERMVISION_DB_DIR, else the Hub dataset (see `hub_source`)."""
     chosen = data_dir or os.environ.get(ENV_DATA_DIR)
@@ -43,10 +50,7 @@ def download_from_hub(repo_id: str = HUB_REPO_ID, token: str | None = None) -> P
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    hint = (
-        f"pass data_dir=... (a folder holding {' and '.join(repr(z) for z in ARCHIVES.values())} or their extracted "
-        f"folders) or set {ENV_DATA_DIR}"
-    )
+    hint = local_copy_hint()
     if hub_offline():
         try:
             return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=list(ARCHIVES.values()), local_files_only=True))
