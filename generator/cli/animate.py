@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from thermvision_db.errors import InputError
+from thermvision_db.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 DRIVING = ("head_pose", "expression", "video", "template", "image")
@@ -179,5 +180,9 @@ def run(args: argparse.Namespace) -> int:
         source = pipeline.prepare_source(image, crop)
         paths = write_animation(pipeline, source, motion, out_root / path.stem, motion.name, options,
                                 png=not args.animate_no_png)
+        atomic_write_json(out_root / path.stem / "source.json", {  # what was done to the source, beside its frames
+            "source": str(path), "size": [int(raw.shape[1]), int(raw.shape[0])],
+            "animated_size": [int(image.shape[1]), int(image.shape[0])], "padding": padded, "scale_rule": rule,
+            "source_box": args.source_box})
         print(f"{path.name}: {len(motion)} frames -> {paths['mp4']}")
     return 0

@@ -41,3 +41,28 @@ def test_odd_sizes_are_padded_to_even_and_recorded(size):
     codec = av.CodecContext.create("libx264", "w")  # the encoder's own check: it opens at the padded size
     codec.width, codec.height, codec.pix_fmt = out.shape[1], out.shape[0], "yuv420p"
     codec.open()
+
+
+def test_an_odd_sized_still_with_a_source_box_animates_and_records_the_padding(tmp_path, capsys):
+    """The rebuilt case: a 201x151 still with --source-box crashed in the H.264 encoder after animating."""
+    import json
+
+    import av
+    from PIL import Image
+
+    from thermvision_db.cli.main import main
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(60, 200, (151, 201), np.uint8)).save(tmp_path / "odd.png")
+    assert main(["generate", "--stage", "animate", "--source", str(tmp_path / "odd.png"), "--driving", "head_pose",
+                 "--frames", "3", "--out", str(tmp_path / "out"), "--chunk-size", "3",
+                 "--source-box", "40,20,160,140"]) == 0
+    folder = tmp_path / "out" / "animate" / "odd"
+    record = json.loads((folder / "source.json").read_text())
+    assert record["size"] == [201, 151] and record["scale_rule"] is None
+    assert record["padding"].startswith("padded 201x151 -> ") and "padded 201x151" in capsys.readouterr().out
+    with av.open(str(folder / "head_pose.mp4")) as container:  # FFmpeg's own reading of what was written
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
+    assert len(frames) == 3 and frames[0].shape[0] % 2 == 0 and frames[0].shape[1] % 2 == 0
+    assert len(list((folder / "head_pose_frames").glob("*.png"))) == 3
