@@ -42,6 +42,16 @@ class MotionPlan:
         """Whether the run's motion comes from files (the paper's clips, an expression library)."""
         return settings.motion_program == "paper" or settings.expression_library is not None
 
+    @staticmethod
+    def check_templates(settings: GenerationSettings) -> None:
+        """The library's template files checked without a model (values, frames, links): what a driver that never
+        loads LivePortrait (the Ray engine's) can check before any still; videos and keypoint counts wait for the
+        model."""
+        if settings.expression_library is not None:
+            from generator.animate.motion.library import ExpressionLibrary, parse_library_spec
+
+            ExpressionLibrary.load(parse_library_spec(settings.expression_library), skip_videos=True)
+
     def check_files(self) -> None:
         """Every motion and library file the run will use, loaded and checked now, before any still: finite
         values, at least one frame, keypoints that fit the loaded model, no link leaving its folder. A failing

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from generator.corpus.motion_plan import MotionPlan
 from generator.corpus.pipeline import GenerationPipeline
 from generator.corpus.settings import GenerationSettings
 from generator.corpus.workers import Worker
@@ -157,6 +158,7 @@ def _run(settings, output_dir, num_identities, options, device, progress, embed,
                          nodes=sum(1 for n in ray.nodes() if n.get("Alive")),
                          actors={"per_stage": driver.count, "gpus": driver.gpus, "writers": options.writers})
     driver.prepare_folder()
+    MotionPlan.check_templates(settings)  # before any still; the actors check videos and keypoints with the model
     token = write_token(driver.root)
     try:
         check_every_node(driver.root, token)

@@ -67,8 +67,9 @@ class ExpressionLibrary:
 
     @classmethod
     def load(cls, entries: dict[str, list[str | os.PathLike]], pipeline=None,
-             cache_dir: str | os.PathLike | None = None) -> "ExpressionLibrary":
-        """{name: [files]} -> library; videos need `pipeline` (its driving motion extractor)."""
+             cache_dir: str | os.PathLike | None = None, skip_videos: bool = False) -> "ExpressionLibrary | None":
+        """{name: [files]} -> library; videos need `pipeline` (its driving motion extractor). `skip_videos`: check
+        the template files only, without a model (a Ray driver, before any still); returns None then."""
         from generator.animate.motion.paper import clip_template
         from generator.animate.motion.templates import load_motion
 
@@ -91,6 +92,8 @@ class ExpressionLibrary:
                     if problem:  # a user's file is refused by name (a cache would be extracted again)
                         raise InputError(f"expression library: {path} ({name}): {problem}")
                 elif suffix in VIDEO_SUFFIXES:
+                    if skip_videos:
+                        continue
                     if pipeline is None:
                         raise InputError(f"expression library: {path} is a video; its motion needs the loaded "
                                          "LivePortrait pipeline (motion extractor)")
@@ -105,7 +108,7 @@ class ExpressionLibrary:
                 lip = None if motion.lip_ratio is None else motion.lip_ratio.reshape(len(motion), -1)[:, 0]
                 clips.append(ExpressionClip(name=name, exp_delta=(motion.exp - motion.exp[:1]).astype(np.float32),
                                             eye_ratio=eye, lip_ratio=lip, source=str(path)))
-        return cls(clips)
+        return None if skip_videos else cls(clips)
 
 
 def parse_library_spec(spec: str | dict | None) -> dict[str, list[str]]:

@@ -118,3 +118,16 @@ def test_a_cached_paper_clip_failing_its_check_is_extracted_again(tmp_path, monk
     media = [{f.relative_to(d): f.read_bytes() for f in sorted(d.rglob("*")) if f.suffix in (".png", ".mp4")}
              for d in (GeneratedCorpus(tmp_path / r).identity_dir("S000000") for r in ("first", "second"))]
     assert media[0] and media[0] == media[1]  # the same animation, frame for frame
+
+
+def test_template_files_are_checked_without_a_model(tmp_path):
+    """What the Ray driver checks before any still (it never loads LivePortrait): values, frames, links."""
+    from generator.corpus.motion_plan import MotionPlan
+
+    good = _library_template(tmp_path / "smile.npz")
+    bad = _library_template(tmp_path / "frown.npz", nan_at=1)
+    video = tmp_path / "laugh.mp4"
+    video.write_bytes(b"not read without a model")
+    MotionPlan.check_templates(GenerationSettings(expression_library={"smile": str(good), "laugh": str(video)}))
+    with pytest.raises(InputError, match=r"frown\.npz.*exp holds NaN"):
+        MotionPlan.check_templates(GenerationSettings(expression_library={"smile": str(good), "frown": str(bad)}))
