@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -118,10 +119,11 @@ def via_load_dataset(args) -> int:
 
     out = Path(tempfile.mkdtemp(prefix="thermvision-bench-"))
     try:
-        start = time.perf_counter()
+        load = os.getloadavg()[0]
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         ds = load_dataset("thermvision_db", "synthetic", num_identities=args.num_identities,
                           motion=args.motion or "short", output_dir=str(out / "corpus"), cache_dir=str(out / "cache"))
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         pipeline = json.loads((out / "corpus" / "summary.json").read_text())["wall_seconds"]
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -131,7 +133,18 @@ def via_load_dataset(args) -> int:
           f"CPU, {torch.get_num_threads()} threads")
     print(f"{total:.1f} s end to end for {rows} frame rows; generation {pipeline:.1f} s "
           f"({pipeline / total:.0%}, model loading included), Arrow preparation the rest")
+    print(f"{cpu:.0f} CPU-s in all ({cpu / args.num_identities:.2f} per identity; this process and its writer "
+          f"processes, user + system): wall time depends on how busy the machine is, CPU-seconds much less; "
+          f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the writer processes)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main(argv=None) -> int:
