@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-png", action="store_true", help="same as --frame-files none")
     g.add_argument("--video-encoder", choices=["auto", "x264", "nvenc"], default="auto",
                    help="H.264 encoder: auto = NVENC (h264_nvenc) when the GPU and PyAV build offer it, else x264")
+    from generator.corpus.settings import DEFAULT_GOP
+
+    g.add_argument("--video-gop", type=int, default=DEFAULT_GOP, metavar="N",
+                   help=f"at most N frames between keyframes of each MP4 (default {DEFAULT_GOP}: a random clip read "
+                        "from the MP4 costs about its own frames; 250 = x264's default, smallest files)")
     g.add_argument("--writers", type=int, default=None, metavar="N",
                    help="PNG/H.264 writer processes beside the GPU loop (default: from the cores; 0 = inline)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -83,7 +88,8 @@ def settings_from_args(args: argparse.Namespace):
         driving_option=args.driving_option, stitching=not args.animate_no_stitching,
         label_detector=args.label_detector, label_landmarker=args.label_landmarker,
         eye_lip_model=args.eye_lip_model, distinct=args.distinct,
-        frames=args.frame_files or ("none" if args.no_png else "png"), video_encoder=args.video_encoder)
+        frames=args.frame_files or ("none" if args.no_png else "png"), video_encoder=args.video_encoder,
+        video_gop=args.video_gop)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -121,6 +121,12 @@ def check_seed(value, what: str = "seed") -> int:
     return value
 
 
+# Keyframe spacing of generated MP4s: a random 8-frame clip read by seeking costs 1.9x the decode of its frames at
+# GOP 2 (x2.2 at 3, x14 at x264's 250), for 3.5x the MP4's size (still 8x smaller than the PNG frames) and
+# about +0.15 encode CPU-s per video of 302 frames (benchmarks/clips.py; docs/pipeline.md)
+DEFAULT_GOP = 2
+
+
 @dataclass
 class GenerationSettings:
     """The settings of one generated corpus."""
@@ -153,6 +159,7 @@ class GenerationSettings:
     distinct: float | None = None  # reject a still whose embedding cosine similarity to an accepted one exceeds this
     frames: str = "png"  # 'png': lossless PNG frames beside each MP4; 'none': the MP4 alone (decoded when loading)
     video_encoder: str = "auto"  # 'auto': h264_nvenc when the GPU and PyAV build offer it, else libx264; 'x264', 'nvenc'
+    video_gop: int | None = DEFAULT_GOP  # frames from one keyframe to the next at most (None: the encoder's 250)
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "seed")
@@ -198,6 +205,9 @@ class GenerationSettings:
             raise SettingsError(f"frames must be 'png' or 'none', got {self.frames!r}")
         if self.video_encoder not in ("auto", "x264", "nvenc"):
             raise SettingsError(f"video_encoder must be 'auto', 'x264' or 'nvenc', got {self.video_encoder!r}")
+        if self.video_gop is not None and (isinstance(self.video_gop, bool) or not isinstance(self.video_gop, int)
+                                           or not 1 <= self.video_gop <= 1000):
+            raise SettingsError(f"video_gop must be a whole number between 1 and 1000 (or None), got {self.video_gop!r}")
         if self.distinct is not None and not 0 < self.distinct <= 1:
             raise SettingsError(f"distinct is a cosine-similarity threshold in (0, 1], got {self.distinct}")
         if self.preset == "thermvision" and not self.liveportrait_dir:
@@ -222,7 +232,7 @@ class GenerationSettings:
         for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker",
                     "eye_lip_model"):
             data[key] = _file_identity(data[key])
-        for key, default in (("prompt_template_t5", None), ("still_noise", "identity")):
+        for key, default in (("prompt_template_t5", None), ("still_noise", "identity"), ("video_gop", DEFAULT_GOP)):
             if data[key] == default:
                 del data[key]  # added later: corpora made before keep their fingerprint
         if (self.motion_program, self.driving_clips, self.expression_library) == ("procedural", None, None):

@@ -52,8 +52,9 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     png = pipeline.settings.frames == "png"
     codec = choose_h264_encoder(pipeline.settings.video_encoder)
     t = time.perf_counter()
+    gop = pipeline.settings.video_gop
     job = pipeline.writer_pool.open(VideoSpec(mp4=str(folder / f"{set_name}.mp4"), fps=float(motion.fps), codec=codec,
-                                    png_dir=str(folder / f"{set_name}_frames") if png else None))
+                                    png_dir=str(folder / f"{set_name}_frames") if png else None, gop=gop))
     jobs.append(job)
     summary.stage_seconds["encode"] += time.perf_counter() - t
     detections: list = []
@@ -92,6 +93,6 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     return {"set": set_name, "video_id": f"{name}_{set_name}", "driving_template": template,
             "num_frames": len(motion), "fps": float(motion.fps), "width": width, "height": height,
             "mp4": f"{set_name}.mp4", "frames": f"{set_name}_frames" if png else None, "encoder": codec,
-            "labels": labels_name,
+            "gop": gop, "labels": labels_name,
             "motion": f"{set_name}.motion.npz", "motion_program": motion_program,
             "disagreement": disagreement.summary if disagreement else None}

@@ -70,17 +70,40 @@ def test_clip_sampler_indices():
         ClipSampler(0)
 
 
-def test_clips_match_direct_decoding_and_batch(mini, hf_cache):
+def test_clips_match_the_frame_rows_and_the_video(mini, hf_cache):
+    """An extracted copy has every PNG: clips read them (the frame rows' pixels); `source="mp4"` decodes the video."""
     videos = load_dataset("thermvision_db", "videos", data_dir=mini.root, cache_dir=hf_cache, split_by="none", split="train")
+    frames = load_dataset("thermvision_db", "frames", data_dir=mini.root, cache_dir=hf_cache, split_by="none", split="train")
+    pixels = {(r["video_id"], r["frame_index"]): np.asarray(r["image"]) for r in frames}
+    assert all(len(v["frame_files"]) == v["num_frames"] for v in videos)
+    assert any(None in v["frame_files"] for v in videos)  # the miniature's missing and broken PNGs: the MP4 there
     clips = clip_dataset(videos, num_frames=3)
+    for k in range(videos.num_rows):
+        clip, row = clips[k], videos[k]
+        picks = clip["frame_indices"].tolist()
+        assert picks == [0, 4, 7]
+        expected = np.stack([pixels[row["video_id"], i] for i in picks])
+        assert torch.equal(clip["frames"], torch.from_numpy(expected).permute(0, 3, 1, 2)), row["video_id"]
     first = clips[0]
-    picks = first["frame_indices"].tolist()
-    assert picks == [0, 4, 7]
-    expected = read_frames(videos[0]["video"]["path"], picks)
-    assert torch.equal(first["frames"], torch.from_numpy(expected).permute(0, 3, 1, 2))
-    assert np.allclose(first["clip_boxes"].numpy(), [mini.boxes[first["video_id"]][i] for i in picks])
+    assert np.allclose(first["clip_boxes"].numpy(), [mini.boxes[first["video_id"]][i] for i in [0, 4, 7]])
+    from_mp4 = clip_dataset(videos, num_frames=3, source="mp4")[0]
+    assert torch.equal(from_mp4["frames"], torch.from_numpy(read_frames(videos[0]["video"]["path"], [0, 4, 7])).permute(0, 3, 1, 2))
     batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=2, collate_fn=collate_clips)))
     assert batch["frames"].shape == (2, 3, 3, mini.size, mini.size)
+    with pytest.raises(ValueError, match="source must be one of"):
+        ClipSampler(3, source="pngs")
+
+
+def test_clips_from_zips_seek_in_the_video(mini_zips, hf_cache):
+    """Frames inside a zip are not local files: `frame_files` is null and clips come from the MP4, which
+    `source="png"` refuses by name."""
+    videos = load_dataset("thermvision_db", "videos", data_dir=mini_zips.root, cache_dir=hf_cache, split_by="none", split="train")
+    row = videos[0]
+    assert row["frame_files"] is None and row["video"]["bytes"]
+    clip = ClipSampler(3)(row)
+    assert np.array_equal(clip["frames"], read_frames(row["video"]["bytes"], [0, 4, 7]).transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=rf"{row['video_id']}.*no local PNG for frame\(s\) \[0, 4, 7\]"):
+        ClipSampler(3, source="png")(row)
 
 
 def test_streaming_clips_with_workers(mini):

@@ -185,8 +185,9 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None, backe
                 name: str | None = None) -> np.ndarray:
     """Decode the whole video, or only `indices`, into a (T, H, W, 3) uint8 array.
 
-    Selected frames are taken during one sequential pass: seeking on long-GOP H.264 is slower than decoding
-    (OpenCV's per-index seek is about 4x slower), and a pass keeps every backend bit-identical.
+    With PyAV, selected frames are reached by seeking to the keyframe before each of them and decoding forward
+    (`seek_frames`): a clip costs about its own frames times the GOP, not the video up to its last frame. The
+    other backends take them during one sequential pass. Either way the frames equal a full decode's.
     """
     label = name or _describe(source)
     if indices is None:
@@ -197,18 +198,147 @@ def read_frames(source: VideoSource, indices: Sequence[int] | None = None, backe
     wanted = [int(i) for i in indices]
     if any(i < 0 for i in wanted):
         raise IndexError(f"negative frame index in {wanted}")
-    targets = set(wanted)
-    last = max(wanted, default=-1)
+    if not wanted:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    if _check_backend(backend) == "pyav":
+        got, count = _seek_frames(source, wanted, label)
+    else:
+        got, count = _sequential(iter_frames(source, backend, label), set(wanted))
+    missing = sorted(set(wanted) - got.keys())
+    if missing:
+        raise IndexError(f"{label} has no frame(s) {missing[:5]} (it has {count} frames)")
+    return np.stack([got[i] for i in wanted])
+
+
+def _sequential(frames: Iterator[np.ndarray], targets: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """The frames at `targets` from one pass that stops after the last of them, and the frames seen."""
     got: dict[int, np.ndarray] = {}
-    for i, frame in enumerate(iter_frames(source, backend, label)):
+    last = max(targets, default=-1)
+    count = 0
+    for i, frame in enumerate(frames):
+        count = i + 1
         if i in targets:
             got[i] = frame
         if i >= last:
             break
-    missing = sorted(targets - got.keys())
-    if missing:
-        raise IndexError(f"{label} has no frame(s) {missing[:5]} (it has {len(got) and max(got) + 1} frames)")
-    return np.stack([got[i] for i in wanted]) if wanted else np.zeros((0, 0, 0, 3), np.uint8)
+    return got, count
+
+
+@dataclass(frozen=True)
+class _PacketIndex:
+    """Where each displayed frame sits: its pts (in display order) and the keyframes to seek to."""
+
+    frame_pts: tuple[int, ...]  # pts of displayed frame i (packets an edit list discards are left out)
+    keyframe_pts: tuple[int, ...]  # sorted pts of every keyframe, discarded ones too (they are decodable)
+    keyframe_dts: tuple[int, ...]  # the same keyframes' dts (MP4 seeks by decode time)
+
+
+_INDEX_CACHE: dict = {}
+_INDEX_CACHE_SIZE = 64
+
+
+def _packet_index(source: VideoSource, label: str) -> _PacketIndex | None:
+    """Demux (no decoding) once per file version; None when timestamps cannot place frames (then: a pass)."""
+    key = None
+    if isinstance(source, (str, os.PathLike)):
+        st = os.stat(source)
+        key = (os.fspath(source), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in _INDEX_CACHE:
+            return _INDEX_CACHE[key]
+    import av
+
+    shown, keys = [], []
+    with av.open(_as_file(source)) as container:
+        if not container.streams.video:
+            raise VideoError(f"{label} has no video stream")
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.pts is None or packet.dts is None:
+                return None
+            if not packet.is_discard:
+                shown.append(packet.pts)
+            if packet.is_keyframe:
+                keys.append((packet.pts, packet.dts))
+    if not keys or len(set(shown)) != len(shown):
+        index = None
+    else:
+        keys.sort()
+        index = _PacketIndex(tuple(sorted(shown)), tuple(k[0] for k in keys), tuple(k[1] for k in keys))
+    if key is not None:
+        if len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        _INDEX_CACHE[key] = index
+    return index
+
+
+def seek_frames(source: VideoSource, wanted: Sequence[int], name: str | None = None) -> dict[int, np.ndarray]:
+    """{index: frame} for the displayed frames `wanted` (those the video has), decoding from the keyframe before
+    each run of them.
+
+    A frame is taken only from a decode that started at a keyframe whose pts is at or before it, so open GOPs and
+    B-frames give the same pixels as a full pass; when the container's timestamps cannot place a frame (no pts,
+    duplicates, a seek that lands elsewhere), the rest is read in one sequential pass instead.
+    """
+    return _seek_frames(source, wanted, name or _describe(source))[0]
+
+
+def _seek_frames(source: VideoSource, wanted: Sequence[int], label: str) -> tuple[dict[int, np.ndarray], int]:
+    import bisect
+
+    import av
+
+    def one_pass(targets) -> tuple[dict[int, np.ndarray], int]:
+        return _sequential(iter_frames(_reusable(source), "pyav", label), set(targets))
+
+    try:
+        index = _packet_index(_reusable(source), label)
+        if index is None:
+            return one_pass(wanted)
+        count = len(index.frame_pts)
+        targets = sorted({i for i in wanted if i < count})
+        got: dict[int, np.ndarray] = {}
+        by_pts = {index.frame_pts[i]: i for i in targets}
+        with av.open(_as_file(_reusable(source))) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"  # frame threads would decode frames past the last one wanted
+            pos = 0
+            while pos < len(targets):
+                k = bisect.bisect_right(index.keyframe_pts, index.frame_pts[targets[pos]]) - 1
+                run_end = pos  # the targets one decode from keyframe k reaches before a later keyframe
+                while run_end + 1 < len(targets) and bisect.bisect_right(
+                        index.keyframe_pts, index.frame_pts[targets[run_end + 1]]) - 1 == k:
+                    run_end += 1
+                if k < 0:
+                    return {**got, **one_pass(t for t in targets if t not in got)[0]}, count
+                container.seek(index.keyframe_dts[k], backward=True, any_frame=False, stream=stream)
+                if not _decode_run(container, stream, index.keyframe_pts[k], index.frame_pts[targets[run_end]],
+                                   by_pts, got):  # the seek landed past the keyframe: one pass for the rest
+                    return {**got, **one_pass(t for t in targets if t not in got)[0]}, count
+                pos = run_end + 1
+        return got, count
+    except (av.error.FFmpegError, OSError) as err:
+        raise VideoError(f"{label} cannot be decoded ({type(err).__name__}: {err}); truncated or damaged?") from err
+
+
+def _decode_run(container, stream, start: int, last: int, by_pts: dict, got: dict) -> bool:
+    """Decode from the current seek position until the frame at pts `last`; False if the decode did not begin
+    at or before `start` (so frames before `last` may have been skipped)."""
+    first = None
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            if frame.pts is None:
+                return False
+            if first is None:
+                first = frame.pts
+                if first > start:
+                    return False
+            if frame.pts >= start and frame.pts in by_pts:
+                got[by_pts[frame.pts]] = _rotate(frame.to_ndarray(format="rgb24"), _quarter_turns(frame.rotation))
+            if frame.pts >= last:
+                return True
+    return False  # the stream ended before `last`
 
 
 def _describe(source: VideoSource) -> str:

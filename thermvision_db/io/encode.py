@@ -58,14 +58,23 @@ def choose_h264_encoder(preference: str = "auto", nvenc_available: bool | None =
     return "h264_nvenc" if usable else "libx264"
 
 
-def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: int = 1, x264_params: str = "") -> dict:
+def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: int = 1, x264_params: str = "",
+                    gop: int | None = None) -> dict:
     """Quality-targeted options: x264 CRF (one thread: multi-threaded x264 is not byte-reproducible; `x264_params`
-    appends x264 settings such as 'bframes=0'), or NVENC's constant-quality VBR at the same number."""
+    appends x264 settings such as 'bframes=0'), or NVENC's constant-quality VBR at the same number.
+
+    `gop`: at most this many frames from one keyframe to the next (None: the encoder's default, 250 for x264), so
+    a reader seeking to a frame decodes at most `gop` frames; short GOPs cost file size (benchmarks/clips.py)."""
+    if gop is not None and (isinstance(gop, bool) or not isinstance(gop, int) or gop < 1):
+        raise InputError(f"gop must be a whole number >= 1 or None, got {gop!r}")
     if codec == "libx264":
         params = f"threads={threads}:lookahead-threads=1" + (f":{x264_params}" if x264_params else "")
+        if gop is not None:
+            params += f":keyint={gop}:min-keyint=1"
         return {"crf": str(crf), "preset": preset, "x264-params": params}
     if codec == "h264_nvenc":
-        return {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0"}
+        return {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": str(crf), "b": "0",
+                **({"g": str(gop)} if gop is not None else {})}
     return {}
 
 
@@ -115,7 +124,7 @@ class H264Writer:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 18, codec: str = "libx264",
-                 threads: int = 1, preset: str = "medium", x264_params: str = ""):
+                 threads: int = 1, preset: str = "medium", x264_params: str = "", gop: int | None = None):
         from fractions import Fraction
 
         import av
@@ -124,7 +133,7 @@ class H264Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.codec = codec
-        self.options = encoder_options(codec, crf, preset, threads, x264_params)
+        self.options = encoder_options(codec, crf, preset, threads, x264_params, gop)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.count = 0
         self.stream = None
@@ -191,6 +200,7 @@ def write_mp4(
     threads: int = 1,
     preset: str = "medium",
     x264_params: str = "",
+    gop: int | None = None,
 ) -> Path:
     """Encode RGB (or gray) uint8 frames as H.264 (yuv420p) through PyAV; written to a temp name, then renamed.
 
@@ -198,7 +208,7 @@ def write_mp4(
     default: multi-threaded x264 output differs from run to run, and a corpus must be byte-reproducible.
     """
     with H264Writer(path, fps=fps, crf=crf, codec=codec, threads=threads, preset=preset,
-                    x264_params=x264_params) as writer:
+                    x264_params=x264_params, gop=gop) as writer:
         for frame in frames:
             writer.write(frame)
     return writer.path

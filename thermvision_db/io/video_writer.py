@@ -31,6 +31,7 @@ class VideoSpec:
     # lower, files about as small (see benchmarks/postprocess.py)
     preset: str = "ultrafast"
     x264_params: str = "cabac=1:mbtree=1:rc-lookahead=10:deblock=1:aq-mode=1"
+    gop: int | None = None  # at most this many frames between keyframes (None: the encoder's default)
 
 
 class VideoFileWriter:
@@ -49,7 +50,7 @@ class VideoFileWriter:
             Path(spec.png_dir).mkdir(parents=True, exist_ok=True)
         self.codec = spec.codec
         self.video = H264Writer(spec.mp4, fps=spec.fps, crf=spec.crf, codec=spec.codec, preset=spec.preset,
-                                x264_params=spec.x264_params)
+                                x264_params=spec.x264_params, gop=spec.gop)
         self.cpu_seconds += time.process_time() - start
 
     def _encode_first(self, frame: np.ndarray) -> None:
@@ -66,7 +67,7 @@ class VideoFileWriter:
             self.video.abort()
             self.codec = "libx264"
             self.video = H264Writer(self.spec.mp4, fps=self.spec.fps, crf=self.spec.crf, codec=self.codec,
-                                    preset=self.spec.preset, x264_params=self.spec.x264_params)
+                                    preset=self.spec.preset, x264_params=self.spec.x264_params, gop=self.spec.gop)
             self.video.write(frame)
 
     def write(self, frame: np.ndarray) -> None:

@@ -52,12 +52,17 @@ def _motion_labels(per_frame) -> dict:
             "mouth_open": per_frame(datasets.Value("float32"))}
 
 
+def frame_image_feature() -> datasets.Image:
+    """The image of a frame row; also how clips decode PNG frames, so a clip's pixels equal the frame rows'."""
+    return datasets.Image(mode="RGB")
+
+
 def frame_features(identities: list[str]) -> datasets.Features:
     """One row per frame. `head_pose`, `seed`, `prompt`, `expression`, `eye_open` and `mouth_open` are null
     for the released corpus. Images are RGB whatever the file (generated gray frames are stored as 1-channel PNG)."""
     return datasets.Features(
         {
-            "image": datasets.Image(mode="RGB"),
+            "image": frame_image_feature(),
             **_identity_columns(identities),
             "frame_index": datasets.Value("int32"),
             "faces": [face_feature()],  # a Python list keeps list-of-dicts rows on datasets 3.x too
@@ -83,6 +88,7 @@ def video_features(identities: list[str]) -> datasets.Features:
             "boxes": List(List(_bbox())),
             "landmarks": List(_landmarks()),
             "qc": List(datasets.ClassLabel(names=QC_NAMES)),
+            "frame_files": List(datasets.Value("string")),  # per frame its local PNG, null where the MP4 is decoded
             "head_pose": List(_head_pose()),
             "seed": datasets.Value("int64"),
             "prompt": datasets.Value("string"),

@@ -204,20 +204,30 @@ class GeneratedCorpus:
         folder = self.identity_dir(record["identity"])
         for video in record["videos"]:
             labels = json.loads((folder / video["labels"]).read_text())["frames"]
+            frames_dir = folder / (video.get("frames") or f"{video['set']}_frames")
+            pngs = [frames_dir / f"{i:05d}.png" for i in range(len(labels))]
             yield video["video_id"], rows.video_row(
                 {"path": str(folder / video["mp4"]), "bytes": None}, identity_columns(record, video),
                 num_frames=video["num_frames"], fps=video["fps"], width=video["width"], height=video["height"],
+                frame_files=_frame_files(pngs) if len(labels) == video["num_frames"] else None,
                 boxes=[[face["bbox"] for face in f["faces"]] for f in labels],
                 landmarks=[f["faces"][0]["landmarks"] if f["faces"] else None for f in labels],
                 qc=[f["qc"] for f in labels], head_pose=[f["head_pose"] for f in labels], seed=record["seed"],
                 prompt=record["prompt"], **{k: [f.get(k) for f in labels] for k in MOTION_LABELS})
 
 
+def _frame_files(pngs: list[Path]) -> list[str | None] | None:
+    """Per frame its PNG where it is a file (as the frame rows read it), None where they decode the MP4; None for
+    a corpus generated with frames='none'."""
+    files = [str(p) if p.is_file() else None for p in pngs]
+    return files if any(files) else None
+
+
 # The identity record (identity.json): written by the generator's corpus writer, read by every reader here.
 IDENTITY_FIELDS = ("identity", "index", "slot", "split", "gender", "attributes", "seed", "run_seed", "prompt",
                    "still", "weights", "sampler", "motion", "labels", "settings_fingerprint", "videos")
 VIDEO_FIELDS = ("set", "video_id", "driving_template", "num_frames", "fps", "width", "height", "mp4", "frames",
-                "encoder", "labels", "motion", "disagreement")
+                "encoder", "gop", "labels", "motion", "disagreement")  # gop: absent in records made before it
 # What the readers need (records of earlier versions may lack the rest)
 _READ_FIELDS = ("identity", "index", "gender", "seed", "prompt", "videos")
 _READ_VIDEO_FIELDS = ("set", "video_id", "driving_template", "num_frames", "fps", "width", "height", "mp4", "labels")

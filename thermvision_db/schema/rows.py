@@ -34,7 +34,15 @@ def frame_row(image: dict, identity: dict, frame_index: int, faces: list[dict], 
 
 
 def video_row(video: dict, identity: dict, *, num_frames: int, fps: float, width: int, height: int,
-              boxes: Sequence, landmarks: Sequence, qc: Sequence[str], **generated: Any) -> dict:
-    """One video: the MP4 ({path, bytes}), the identity columns, per-frame boxes, landmarks, QC and generated labels."""
+              boxes: Sequence, landmarks: Sequence, qc: Sequence[str], frame_files: Sequence[str | None] | None = None,
+              **generated: Any) -> dict:
+    """One video: the MP4 ({path, bytes}), the identity columns, per-frame boxes, landmarks, QC and generated labels.
+
+    `frame_files`: per frame, its lossless PNG as a local file, or None where the frame rows decode the MP4
+    instead; None for the whole video when no frame is a local file (frames inside a zip, an MP4-only corpus).
+    Clips read the PNGs (random access for free) and seek in the MP4 for the rest."""
+    if frame_files is not None and len(frame_files) != num_frames:
+        raise ValueError(f"{len(frame_files)} frame files for {num_frames} frames")
     return {"video": video, **identity, "num_frames": num_frames, "fps": fps, "width": width, "height": height,
-            "boxes": list(boxes), "landmarks": list(landmarks), "qc": list(qc), **_generated(generated)}
+            "boxes": list(boxes), "landmarks": list(landmarks), "qc": list(qc),
+            "frame_files": list(frame_files) if frame_files is not None else None, **_generated(generated)}

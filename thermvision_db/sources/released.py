@@ -230,7 +230,17 @@ def video_row(source: ReleaseSource, member: Member, repair_boxes: bool = False)
         video, identity_columns(member), num_frames=record.num_frames, fps=record.fps, width=record.width,
         height=record.height, boxes=[[face.bbox for face in frame.faces] for frame in record.labels],
         landmarks=[frame.faces[0].landmarks if frame.faces else None for frame in record.labels],
-        qc=[frame.qc for frame in record.labels])
+        qc=[frame.qc for frame in record.labels], frame_files=_local_frame_files(source, member, record.num_frames))
+
+
+def _local_frame_files(source: ReleaseSource, member: Member, count: int) -> list[str | None] | None:
+    """Per frame, its PNG as a local file, or None where the frame rows would decode the MP4 instead (no PNG, or
+    one that fails their check); None for the whole video when no frame is a local file (frames inside a zip)."""
+    files: list[str | None] = []
+    for i in range(count):
+        local = source.local_path(member.gender, member.frame_png(i))
+        files.append(local if local is not None and _local_png_problem(local) is None else None)
+    return files if any(files) else None
 
 
 def identity_columns(member: Member) -> dict:

@@ -93,20 +93,29 @@ def collate_faces(batch: Sequence[dict], target_format: str = "coco"):
     return out
 
 
+CLIP_SOURCES = ("auto", "png", "mp4")
+
+
 class ClipSampler:
-    """Decode `num_frames` frames of a video row with their first-face boxes.
+    """Decode `num_frames` frames of a video row with their first-face boxes, reading only those frames.
 
     `mode="uniform"` spreads the frames over the video (deterministic); `mode="random"` draws a sorted random
-    subset seeded by (seed, video_id), so a run is reproducible and videos differ. Frames are taken during one
-    sequential decode pass (seeking on long-GOP H.264 is slower than decoding).
+    subset seeded by (seed, video_id), so a run is reproducible and videos differ. `source="auto"` reads the
+    picked frames from the row's PNG frames (`frame_files`) where it has them, decoded exactly as the `frames`
+    rows decode their images, and otherwise from the MP4 by seeking to the keyframe before each picked frame
+    (`io.decode.read_frames`); `"png"` insists on the PNGs, `"mp4"` on the video. Either way a clip costs about
+    its own frames, not the video up to its last frame (benchmarks/clips.py).
     """
 
-    def __init__(self, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav"):
-        if num_frames < 1:
-            raise InputError("num_frames must be >= 1")
+    def __init__(self, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav",
+                 source: str = "auto"):
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise InputError(f"num_frames must be a whole number >= 1, got {num_frames!r}")
         if mode not in {"uniform", "random"}:
             raise InputError(f"mode must be 'uniform' or 'random', got {mode!r}")
-        self.num_frames, self.mode, self.seed, self.backend = num_frames, mode, seed, backend
+        if source not in CLIP_SOURCES:
+            raise InputError(f"source must be one of {CLIP_SOURCES}, got {source!r}")
+        self.num_frames, self.mode, self.seed, self.backend, self.source = num_frames, mode, seed, backend, source
 
     def indices(self, total: int, video_id: str = "") -> np.ndarray:
         if total < 1:
@@ -116,11 +125,32 @@ class ClipSampler:
         rng = np.random.default_rng([self.seed, zlib.crc32(video_id.encode())])
         return np.sort(rng.choice(total, size=self.num_frames, replace=False)).astype(np.int64)
 
+    def _frames(self, row: dict, picks: np.ndarray) -> np.ndarray:
+        files = row.get("frame_files") if self.source != "mp4" else None
+        files = [files[i] for i in picks] if files else [None] * len(picks)
+        if self.source == "png" and not all(files):
+            raise InputError(f"video {row.get('video_id', '')!r} has no local PNG for frame(s) "
+                             f"{[int(i) for i, f in zip(picks, files) if not f][:5]} (see frame_files): use "
+                             "source='auto' (the MP4 for those) or 'mp4'")
+        from_video = [int(i) for i, f in zip(picks, files) if not f]
+        decoded = {}
+        if from_video:
+            video = row["video"]
+            name = video.get("path") or row.get("video_id")
+            frames = video_io.read_frames(video.get("bytes") or video.get("path"), from_video, backend=self.backend,
+                                          name=name)
+            decoded = dict(zip(from_video, frames))
+        if len(decoded) == len(picks):
+            return np.stack([decoded[int(i)] for i in picks])
+        from thermvision_db.schema.features import frame_image_feature
+
+        image = frame_image_feature()  # the frame rows' decoding: the same pixels
+        return np.stack([np.asarray(image.decode_example({"path": f, "bytes": None})) if f else decoded[int(i)]
+                         for i, f in zip(picks, files)])
+
     def __call__(self, row: dict) -> dict:
-        video = row["video"]
-        source = video.get("bytes") or video.get("path")
         picks = self.indices(int(row["num_frames"]), row.get("video_id", ""))
-        frames = video_io.read_frames(source, picks, backend=self.backend)
+        frames = self._frames(row, picks)
         boxes = np.full((len(picks), 4), np.nan, dtype=np.float32)
         for j, i in enumerate(picks):
             if row["boxes"][i]:
@@ -128,12 +158,14 @@ class ClipSampler:
         return {"frames": frames.transpose(0, 3, 1, 2), "frame_indices": picks, "clip_boxes": boxes}
 
 
-def clip_dataset(videos, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav"):
-    """A clip per video row: lazily decoded (`with_transform` for a Dataset, `map` for an IterableDataset)."""
+def clip_dataset(videos, num_frames: int = 8, mode: str = "uniform", seed: int = 0, backend: str = "pyav",
+                 source: str = "auto"):
+    """A clip per video row: lazily decoded (`with_transform` for a Dataset, `map` for an IterableDataset).
+    `source`: where the frames come from (see `ClipSampler`)."""
     import datasets
 
-    sampler = ClipSampler(num_frames, mode, seed, backend)
-    drop = ["video", "boxes", "landmarks", "qc", "head_pose", "expression", "eye_open", "mouth_open"]
+    sampler = ClipSampler(num_frames, mode, seed, backend, source)
+    drop = ["video", "boxes", "landmarks", "qc", "frame_files", "head_pose", "expression", "eye_open", "mouth_open"]
     if isinstance(videos, datasets.IterableDataset):
         return videos.map(sampler, remove_columns=[c for c in drop if c in (videos.column_names or drop)])
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,10 +25,11 @@ from generator.animate.motion.varied import varied_program
 from generator.corpus.pipeline import DiskFullError, GenerationPipeline
 from generator.corpus.workers import Worker, parse_shard
 from generator.stills.prompts import image_seed, sample_identity
-from generator.corpus.settings import GenerationSettings, parse_motion
+from generator.corpus.settings import DEFAULT_GOP, GenerationSettings, parse_motion
 from thermvision_db import load_dataset
 from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus
 from thermvision_db.io.decode import read_frames
+from thermvision_db.tools.pytorch import ClipSampler
 
 pytestmark = pytest.mark.usefixtures("private_hash_cache")
 MOTION = "head_pose=5,expression=10"
@@ -447,6 +449,38 @@ def test_mp4_only_corpus_loads_its_frames_from_the_video(reference, tmp_path, hf
         assert row["image"].mode == "RGB" and np.array_equal(np.asarray(row["image"]), frame)
     with pytest.raises(ValueError, match="frames must be 'png' or 'none'"):
         GenerationSettings(frames="jpeg")
+    videos = load_dataset("thermvision_db", "synthetic_videos", output_dir=str(out), cache_dir=hf_cache)["train"]
+    row = videos[0]
+    assert row["frame_files"] is None  # nothing but the MP4: clips seek in it, and equal the frame rows
+    clip = ClipSampler(3)(row)
+    by_frame = {(r["video_id"], r["frame_index"]): np.asarray(r["image"]) for r in ds}
+    assert np.array_equal(clip["frames"].transpose(0, 2, 3, 1),
+                          np.stack([by_frame[row["video_id"], i] for i in clip["frame_indices"]]))
+
+
+def test_clips_of_a_generated_corpus_read_its_png_frames_and_its_short_gop_mp4s(reference, hf_cache):
+    """Clips come from the PNG frames, the frame rows' pixels; the MP4s keep a keyframe every DEFAULT_GOP frames,
+    recorded per video, so `source="mp4"` seeks (equal to a full decode of the same frames)."""
+    videos = load_dataset("thermvision_db", "synthetic_videos", output_dir=str(reference), cache_dir=hf_cache)["train"]
+    frames = load_dataset("thermvision_db", "synthetic", output_dir=str(reference), cache_dir=hf_cache)["train"]
+    by_frame = {(r["video_id"], r["frame_index"]): np.asarray(r["image"]) for r in frames}
+    for record in GeneratedCorpus(reference).records():
+        assert {v["gop"] for v in record["videos"]} == {DEFAULT_GOP}
+    for row in videos:
+        assert row["frame_files"] == [str(reference / "identities" / row["video_id"].split("_")[0] /
+                                          f"{row['video_id'].split('_', 1)[1]}_frames" / f"{i:05d}.png")
+                                      for i in range(row["num_frames"])]
+        clip = ClipSampler(3, mode="random", seed=5)(row)
+        assert np.array_equal(clip["frames"].transpose(0, 2, 3, 1),
+                              np.stack([by_frame[row["video_id"], i] for i in clip["frame_indices"]]))
+        mp4 = ClipSampler(3, mode="random", seed=5, source="mp4")(row)
+        full = read_frames(row["video"]["path"])
+        assert np.array_equal(mp4["frames"].transpose(0, 2, 3, 1), full[clip["frame_indices"]])
+        with av.open(row["video"]["path"]) as container:
+            keys = [i for i, p in enumerate(container.demux(container.streams.video[0])) if p.size and p.is_keyframe]
+        assert keys[0] == 0 and max(np.diff(keys + [row["num_frames"]])) <= DEFAULT_GOP
+    with pytest.raises(ValueError, match="video_gop must be a whole number"):
+        GenerationSettings(video_gop=0)
 
 
 def test_png_frames_are_gray_and_load_as_rgb(reference, hf_cache):
