@@ -54,7 +54,7 @@ def test_programs_have_different_fingerprints_and_procedural_keeps_the_old_one()
 
     legacy = {k: v for k, v in procedural.to_dict().items()
               if k not in ("motion_program", "driving_clips", "expression_library", "prompt_template_t5",
-                           "still_noise", "lora_allow_ignored_keys", "frames", "video_encoder")}
+                           "still_noise", "lora_allow_ignored_keys", "frames", "video_encoder", "video_gop")}
     legacy["write_png"] = True  # the frame-writing default before `frames` / `video_encoder` existed
     for key in ("flux", "flux_base", "lora", "liveportrait_dir", "label_detector", "label_landmarker", "eye_lip_model"):
         legacy[key] = None
