@@ -25,12 +25,12 @@ if [ "$MODE" = full ]; then
   ANIMATE=(--full --device cuda --dtype bf16 --batch 16 --frames 64 --repeats 3)
   PIPELINE=(--full --device cuda --motion paper -n 8 --still-batch 8 --chunk-size 16 --skip-baseline --quiet)
   # seconds per step, 450 in all (+ Python start-up inside each): the whole script stays under 8 minutes
-  L_EAGER=60 L_FBC=55 L_COMPILED=120 L_ANIMATE=35 L_ANIMATE_COMPILED=60 L_PIPELINE=120
+  L_EAGER=60 L_FBC=50 L_COMPILED=115 L_ANIMATE=35 L_ANIMATE_COMPILED=60 L_PIPELINE=120 L_TORCHCODEC=20
 else
   STILLS=(--full --device cpu --layers 1 1 --size 64 --steps 4 --batch-sizes 1 2 --repeats 1 --threads 1)
   ANIMATE=(--device cpu --frames 8 --batch 4 --repeats 1)
   PIPELINE=(--device cpu --motion short -n 2 --still-batch 2 --steps 4 --skip-baseline --quiet)  # tiny preset
-  L_EAGER=300 L_FBC=300 L_COMPILED=0 L_ANIMATE=120 L_ANIMATE_COMPILED=300 L_PIPELINE=300  # 0: skipped
+  L_EAGER=300 L_FBC=300 L_COMPILED=0 L_ANIMATE=120 L_ANIMATE_COMPILED=300 L_PIPELINE=300 L_TORCHCODEC=60  # 0: skipped
 fi
 
 START=$SECONDS
@@ -58,13 +58,16 @@ step stills_compiled "$L_COMPILED" "$PY" benchmarks/stills.py "${STILLS[@]}" --v
 step animate "$L_ANIMATE" "$PY" benchmarks/animate.py "${ANIMATE[@]}"
 step animate_compiled "$L_ANIMATE_COMPILED" "$PY" benchmarks/animate.py "${ANIMATE[@]}" --compile
 step pipeline "$L_PIPELINE" "$PY" benchmarks/generate.py "${PIPELINE[@]}" --json "$WORK/pipeline.json"
+# not a speed figure: torchcodec (where its CUDA libraries load) against the project's decoder, frame for frame
+step torchcodec_parity "$L_TORCHCODEC" "$PY" ci_checks/torchcodec_parity.py
 
 "$PY" - "$WORK" "$OUT" "$MODE" "$((SECONDS - START))" <<'EOF'
 import json, platform, sys
 from pathlib import Path
 
 work, out, mode, elapsed = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-STEPS = ("stills_eager", "stills_first_block_cache", "stills_compiled", "animate", "animate_compiled", "pipeline")
+STEPS = ("stills_eager", "stills_first_block_cache", "stills_compiled", "animate", "animate_compiled", "pipeline",
+         "torchcodec_parity")
 
 def status(name):
     s = json.loads((work / f"{name}.status").read_text())
@@ -111,8 +114,12 @@ if pipeline:
     result["pipeline"] = {"identities_per_hour": row["identities_per_hour"], "stage_share": row["stage_share"],
                           "writer_cpu_seconds": row.get("writer_cpu_seconds"), "wall_seconds": row["wall_seconds"],
                           "generated": row["generated"], "args": pipeline["args"], "aim_identities_per_hour": 1000}
+parity = (work / "torchcodec_parity.log")
+if parity.is_file():
+    result["torchcodec_parity"] = (parity.read_text(errors="replace").strip().splitlines() or [""])[-1]
 out.write_text(json.dumps(result, indent=2))
-print(json.dumps({k: result.get(k) for k in ("device", "elapsed_s", "stills_best", "animate", "pipeline")},
+print(json.dumps({k: result.get(k) for k in ("device", "elapsed_s", "stills_best", "animate", "pipeline",
+                                              "torchcodec_parity")},
                  indent=1, default=str)[:3000])
 print(f"wrote {out}")
 EOF

@@ -105,13 +105,42 @@ def load_dataset(path: str = "thermvision_db", name: str | None = None, *, split
                      keep_in_memory, config_kwargs)
 
 
+VIDEO_DECODERS = ("project", "torchcodec")
+
+
+def _check_video_decoder(name: str | None, decoder: str) -> None:
+    """`video_decoder="torchcodec"`: the `video` column decoded by `datasets.Video` as on every Hub video dataset;
+    refused in one line, before any work, where torchcodec cannot decode (the default needs nothing)."""
+    if decoder not in VIDEO_DECODERS:
+        raise InputError(f"video_decoder must be one of {VIDEO_DECODERS}, got {decoder!r}")
+    if decoder == "torchcodec":
+        if name not in ("videos", "synthetic_videos"):
+            raise InputError(f"video_decoder='torchcodec' is for the 'videos' and 'synthetic_videos' configurations, "
+                             f"not {name!r}")
+        from thermvision_db.io.decode import torchcodec_problem
+
+        problem = torchcodec_problem()
+        if problem:
+            from thermvision_db.errors import MissingExtraError
+
+            raise MissingExtraError(f"video_decoder='torchcodec' needs a working torchcodec ({problem}); the default "
+                                    "video_decoder='project' decodes with PyAV through thermvision_db.video")
+
+
+def _as_hub_video(ds, decoder: str):
+    """The rows as stored (the Arrow cache does not depend on the decoder), cast to a decoding `datasets.Video`."""
+    return ds.cast_column("video", datasets.Video()) if decoder == "torchcodec" else ds
+
+
 def _load(name, split, data_dir, cache_dir, streaming, num_proc, download_mode, verification_mode, keep_in_memory,
           config_kwargs):
+    decoder = config_kwargs.pop("video_decoder", "project")
+    _check_video_decoder(name, decoder)
     builder = load_dataset_builder(name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
     if streaming:
         if num_proc is not None:
             raise InputError("streaming=True reads lazily: parallelise with DataLoader(num_workers=...) instead of num_proc")
-        return builder.as_streaming_dataset(split=split)
+        return _as_hub_video(builder.as_streaming_dataset(split=split), decoder)
     try:
         builder.download_and_prepare(download_mode=download_mode, verification_mode=verification_mode, num_proc=num_proc)
     except (datasets.exceptions.DatasetGenerationError, OSError) as err:
@@ -125,4 +154,4 @@ def _load(name, split, data_dir, cache_dir, streaming, num_proc, download_mode, 
         if cause is not None:
             raise cause from None
         raise
-    return builder.as_dataset(split=split, in_memory=bool(keep_in_memory))
+    return _as_hub_video(builder.as_dataset(split=split, in_memory=bool(keep_in_memory)), decoder)

@@ -62,6 +62,17 @@ def available_backends() -> list[str]:
     return found
 
 
+def torchcodec_problem() -> str | None:
+    """Why `datasets.Video` cannot decode here (torchcodec missing, or a wheel whose libraries do not load: the CPU
+    wheels on PyPI need CUDA's libnvrtc), in one line; None when torchcodec imports with its decoder."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception as err:  # a broken binary wheel raises OSError or RuntimeError, not only ImportError
+        text = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {text[0] if text else 'no message'}"
+    return None
+
+
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise InputError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
