@@ -33,6 +33,7 @@ COMMANDS = {
     "generate": ("generator.cli.generate:add_generate_parser", "generator.cli.generate:run_generate"),
     "evaluate": ("generator.cli.evaluate:add_evaluate_parser", None),
     "annotate": ("generator.cli.annotate:add_annotate_parser", "generator.cli.annotate:run_annotate"),
+    "benchmark": ("generator.cli.benchmark:add_benchmark_parser", None),
 }
 
 
