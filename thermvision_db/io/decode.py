@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Union
@@ -85,12 +87,40 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
+_PROBED: OrderedDict[tuple, VideoInfo] = OrderedDict()  # (path, inode, size, mtime_ns) -> info; LRU
+_PROBED_MAX = 4096
+_PROBED_LOCK = threading.Lock()
+
+
 def probe(source: VideoSource, name: str | None = None) -> VideoInfo:
     """Decodable frame count, fps, displayed size and rotation of the first video stream.
 
     The count comes from the demuxed packets, less those an edit list discards (the header's `nb_frames`
-    counts those too); only the first frame is decoded, for its rotation.
+    counts those too); only the first frame is decoded, for its rotation. A file on disk is probed once per
+    process while its inode, size and modification time stay the same: every epoch of a streamed corpus
+    would otherwise open each video and decode its first frame again (a sizeable share of a short video's rows).
     """
+    if not isinstance(source, (str, os.PathLike)):
+        return _probe(source, name)
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return _probe(source, name)  # names the file and the cause
+    key = (os.fspath(source), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _PROBED_LOCK:
+        info = _PROBED.get(key)
+        if info is not None:
+            _PROBED.move_to_end(key)
+            return info
+    info = _probe(source, name)
+    with _PROBED_LOCK:
+        _PROBED[key] = info
+        while len(_PROBED) > _PROBED_MAX:
+            _PROBED.popitem(last=False)
+    return info
+
+
+def _probe(source: VideoSource, name: str | None) -> VideoInfo:
     import av
 
     label = name or _describe(source)

@@ -88,6 +88,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 class FolderArchive:
     def __init__(self, path: Path):
         self.path = path  # the folder that holds `<Gender> Subjects/`
+        self._root = str(path) if str(path).endswith("/") else f"{path}/"  # Path("/") is the one ending in "/"
         self._listings: dict[str, dict[str, tuple[int, int] | str]] = {}
 
     def listing(self, folder: str) -> dict[str, tuple[int, int] | str]:
@@ -124,10 +125,12 @@ class FolderArchive:
         return found is not None
 
     def read(self, member: str) -> bytes:
-        return (self.path / member).read_bytes()
+        with open(self.local_path(member), "rb") as handle:
+            return handle.read()
 
     def local_path(self, member: str) -> str:
-        return str(self.path / member)
+        # string joins, not pathlib: two of these per streamed frame (members are relative, `/`-separated names)
+        return self._root + member
 
     def __getstate__(self):  # listings are rebuilt in each worker
         return {"path": self.path}

@@ -1,0 +1,92 @@
+"""The streamed `frames` path's shortcuts keep today's answers: stored PNGs decode to the same pixels in every
+reader, a video probed once is probed again only when its file changes, and folder paths are the same strings."""
+
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from thermvision_db.io import decode
+from thermvision_db.io.encode import write_mp4
+from thermvision_db.io.png_stored import stored_png
+from thermvision_db.sources.local import FolderArchive
+
+shapes = st.one_of(st.tuples(st.integers(1, 70), st.integers(1, 70)),
+                   st.tuples(st.integers(1, 70), st.integers(1, 70), st.just(3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint8, shapes))
+def test_stored_png_decodes_to_the_same_pixels_in_pil_and_opencv(pixels):
+    data = stored_png(pixels)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == ("L" if pixels.ndim == 2 else "RGB")
+        assert np.array_equal(np.asarray(image), pixels)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(decoded if pixels.ndim == 2 else decoded[..., ::-1], pixels)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg command line is installed by .ci/run")
+def test_stored_png_decodes_in_ffmpeg(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (300, 257, 3), dtype=np.uint8)  # > one 64 KiB stored block
+    (tmp_path / "f.png").write_bytes(stored_png(pixels))
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "f.png"), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                          "-"], check=True, capture_output=True, timeout=60).stdout
+    assert np.array_equal(np.frombuffer(raw, np.uint8).reshape(pixels.shape), pixels)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), np.zeros((0, 4), np.uint8),
+                                 np.zeros(4, np.uint8)])
+def test_stored_png_refuses_what_it_cannot_write(bad):
+    with pytest.raises(ValueError, match="stored_png"):
+        stored_png(bad)
+
+
+def _video(path, n, level):
+    frames = [np.full((32, 32, 3), level + i, np.uint8) for i in range(n)]
+    return write_mp4(path, frames, fps=25)
+
+
+def test_probe_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    calls = []
+    real = decode._probe
+    monkeypatch.setattr(decode, "_probe", lambda source, name: calls.append(source) or real(source, name))
+    path = _video(tmp_path / "v.mp4", 5, 40)
+    assert decode.probe(path).num_frames == 5
+    assert decode.probe(str(path)).num_frames == 5 and len(calls) == 1  # str and Path name one file
+    stat = path.stat()
+    _video(tmp_path / "w.mp4", 9, 80).replace(path)  # replaced in place by another video (a new inode)
+    assert decode.probe(path).num_frames == 9 and len(calls) == 2
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: probed again, same answer
+    assert decode.probe(path).num_frames == 9 and len(calls) == 3
+    assert decode.probe(path.read_bytes()).num_frames == 9 and len(calls) == 4  # bytes are never remembered
+
+
+def test_probe_of_a_missing_file_still_names_it(tmp_path):
+    with pytest.raises(decode.VideoError, match="gone.mp4"):
+        decode.probe(tmp_path / "gone.mp4")
+
+
+def test_probe_memory_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "_PROBED_MAX", 2)
+    monkeypatch.setattr(decode, "_PROBED", type(decode._PROBED)())
+    paths = [_video(tmp_path / f"{i}.mp4", 2, 10 * i) for i in range(4)]
+    for path in paths:
+        decode.probe(path)
+    assert len(decode._PROBED) == 2 and {key[0] for key in decode._PROBED} == {str(p) for p in paths[2:]}
+
+
+@pytest.mark.parametrize("root", ["data", "data/", "/"])
+def test_folder_paths_are_the_strings_pathlib_gives(root):
+    archive = FolderArchive(Path(root))
+    member = "Female Subjects/Set 1/frame_0001.png"
+    assert os.path.normpath(archive.local_path(member)) == str(Path(root) / member)
