@@ -173,3 +173,12 @@ def test_without_pycocotools_the_command_names_the_extra(mini, models, monkeypat
     assert main(argv) == 2
     assert "pip install 'thermvision-db[benchmark]'" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_command_modules_import_only_the_standard_library():
+    import subprocess
+
+    code = ("import sys; import generator.downstream.detect_cli, generator.downstream.landmarks_cli; "
+            "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'pycocotools', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
