@@ -194,3 +194,12 @@ def test_a_corrupt_yolo_image_is_named(tmp_path):
     (root / "images" / "val" / "x.png").write_bytes(b"GIF89a broken")
     with pytest.raises(LabelledSetError, match="x.png: not a readable image"):
         from_yolo(root)
+
+
+def test_an_oversized_yolo_label_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from generator.downstream import labelled_sets
+
+    root = _yolo(tmp_path, "0 0.5 0.5 0.2 0.2\n" * 4)
+    monkeypatch.setattr(labelled_sets, "MAX_LABEL_BYTES", 40)
+    with pytest.raises(LabelledSetError, match="x.txt: over the 40-byte bound"):
+        from_yolo(root)
