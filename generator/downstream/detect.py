@@ -44,21 +44,27 @@ def onnx_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def open_detector(detector, device: str = "cpu"):
-    """(callable, weights path or None, description) from a path or a callable."""
-    if callable(detector):
-        return detector, None, {"kind": f"python {type(detector).__name__}"}
-    from generator.annotate.models import load_detector
-
-    path = Path(detector)
-    options = {"providers": onnx_providers(device)} if path.suffix.lower() == ".onnx" else {}
-    model = load_detector(path, **options)
-    description = {"kind": getattr(model, "kind", "onnx")}
+def describe_model(model) -> tuple[Path | None, dict]:
+    """(weights path or None, {kind, settings, providers}) of a loaded model or a plain callable."""
+    path = getattr(model, "path", None)
+    kind = getattr(model, "kind", None) or (f"onnx {type(model).__name__}" if hasattr(model, "session")
+                                            else f"python {type(model).__name__}")
+    description = {"kind": kind}
     if hasattr(model, "settings"):
         description["settings"] = model.settings
     if hasattr(model, "session"):
         description["providers"] = model.session.get_providers()
-    return model, path, description
+    return (Path(path) if path is not None else None), description
+
+
+def open_detector(detector, device: str = "cpu"):
+    """(callable, weights path or None, description) from a path, a loaded detector or any callable."""
+    if not callable(detector):
+        from generator.annotate.models import load_detector
+
+        path = Path(detector)
+        detector = load_detector(path, **({"providers": onnx_providers(device)} if path.suffix.lower() == ".onnx" else {}))
+    return (detector, *describe_model(detector))
 
 
 def detections(output) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ instead of moving the numbers. Hostile inputs and the tests for each: docs/downs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -71,27 +72,17 @@ class LabelledSet:
 # ------------------------------------------------------------------------------------------------ images
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W) uint8 for gray images, (H, W, 3) otherwise; a file PIL cannot decode is named."""
+def read_image(path: Path, header_only: bool = False):
+    """(H, W) uint8 for gray images, (H, W, 3) otherwise, or (width, height) from the header; a bad file is named."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if header_only:
+                return image.size
             image.load()
-            mode = "L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
-            return np.asarray(image.convert(mode))
+            return np.asarray(image.convert("L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"))
     except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, bomb errors)
-        raise LabelledSetError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only; a corrupt file is named."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except Exception as err:
         raise LabelledSetError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 
@@ -104,8 +95,15 @@ def inside(root: Path, path: Path, what: str) -> Path:
     return resolved
 
 
+def _numbers(value) -> np.ndarray | None:
+    """A JSON list of numbers as float64, else None (strings, nested lists, objects)."""
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
 def _check_box(box, where: str) -> np.ndarray:
-    values = np.asarray(box, dtype=np.float64).reshape(-1) if isinstance(box, (list, tuple)) else None
+    values = _numbers(box)
     if values is None or values.shape != (4,) or not np.all(np.isfinite(values)):
         raise LabelledSetError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {box!r}")
     if values[2] <= 0 or values[3] <= 0:
@@ -189,11 +187,15 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES):
 
 def _face_categories(document: dict, path: Path) -> set:
     categories = document.get("categories") or []
-    faces = {c.get("id") for c in categories if isinstance(c, dict) and str(c.get("name", "")).lower() == "face"}
+    if not isinstance(categories, list):
+        raise LabelledSetError(f"{path}: 'categories' must be a list")
+    ids = [c.get("id") for c in categories if isinstance(c, dict) and isinstance(c.get("id"), (int, str))]
+    faces = {c["id"] for c in categories if isinstance(c, dict) and isinstance(c.get("id"), (int, str))
+             and str(c.get("name", "")).lower() == "face"}
     if faces:
         return faces
-    if len(categories) == 1 and isinstance(categories[0], dict):
-        return {categories[0].get("id")}  # a one-class set: its class is the face
+    if len(categories) == 1 and ids:
+        return set(ids)  # a one-class set: its class is the face
     names = [c.get("name") for c in categories if isinstance(c, dict)]
     raise LabelledSetError(f"{path}: no category named 'face' among {names or 'no categories'}; a detection set "
                            "needs one (or exactly one category)")
@@ -216,8 +218,9 @@ def from_coco(json_path: str | os.PathLike, images_dir: str | os.PathLike,
     images, missing = {}, []
     for k, image in enumerate(document["images"]):
         where = f"{path}: images[{k}]"
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise LabelledSetError(f"{where}: needs an 'id' and a 'file_name'")
+        if not isinstance(image, dict) or not isinstance(image.get("id"), (int, str)) \
+                or not isinstance(image.get("file_name"), str):
+            raise LabelledSetError(f"{where}: needs an 'id' (integer or text) and a 'file_name' (text)")
         if image["id"] in images:
             raise LabelledSetError(f"{where}: image id {image['id']!r} appears twice")
         name = Path(image["file_name"])
@@ -235,10 +238,10 @@ def from_coco(json_path: str | os.PathLike, images_dir: str | os.PathLike,
     points = {i: [] for i in images}
     for k, ann in enumerate(document.get("annotations", [])):
         where = f"{path}: annotations[{k}] (id {ann.get('id') if isinstance(ann, dict) else None})"
-        if not isinstance(ann, dict) or ann.get("image_id") not in images:
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)) or ann["image_id"] not in images:
             raise LabelledSetError(f"{where}: image_id {ann.get('image_id') if isinstance(ann, dict) else ann!r} "
                                    "names no image of the file")
-        if ann.get("category_id") not in wanted:
+        if not isinstance(ann.get("category_id"), (int, str)) or ann["category_id"] not in wanted:
             skipped["annotations_not_face"] += 1
             continue
         if ann.get("iscrowd"):
@@ -250,8 +253,8 @@ def from_coco(json_path: str | os.PathLike, images_dir: str | os.PathLike,
     for image_id, (file, image) in images.items():
         width, height = image.get("width"), image.get("height")
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            width, height = image_size(file)
-        frames.append(LabelledFrame(str(image["file_name"]), _file_loader(file),
+            width, height = read_image(file, header_only=True)
+        frames.append(LabelledFrame(str(image["file_name"]), functools.partial(read_image, file),
                                     np.array(boxes[image_id], np.float64).reshape(-1, 4), points[image_id],
                                     width, height))
     return LabelledSet(frames, {"kind": "coco", "path": str(path), "images": str(root), "splits": [path.stem]},
@@ -261,9 +264,9 @@ def from_coco(json_path: str | os.PathLike, images_dir: str | os.PathLike,
 def _coco_points(keypoints, where: str) -> np.ndarray | None:
     if not keypoints:
         return None
-    values = np.asarray(keypoints, dtype=np.float64).reshape(-1) if isinstance(keypoints, list) else np.array([])
-    if len(values) % 3 or not np.all(np.isfinite(values)):
-        raise LabelledSetError(f"{where}: keypoints must be finite [x, y, v] triples, got {len(values)} values")
+    values = _numbers(keypoints)
+    if values is None or len(values) % 3 or not np.all(np.isfinite(values)):
+        raise LabelledSetError(f"{where}: keypoints must be a flat list of finite [x, y, v] triples")
     triples = values.reshape(-1, 3)
     if not (triples[:, 2] > 0).any():
         return None
@@ -272,10 +275,6 @@ def _coco_points(keypoints, where: str) -> np.ndarray | None:
     p = triples[:, :2].copy()
     p[triples[:, 2] <= 0] = np.nan
     return p
-
-
-def _file_loader(path: Path) -> Callable[[], np.ndarray]:
-    return lambda: read_image(path)
 
 
 # ------------------------------------------------------------------------------------------------ YOLO
@@ -355,7 +354,7 @@ def from_yolo(folder: str | os.PathLike, split: str | None = None) -> LabelledSe
     for file in _image_files(root, images_root):
         rel = file.relative_to(root / "images")
         label = (root / "labels" / rel).with_suffix(".txt")
-        width, height = image_size(file)
+        width, height = read_image(file, header_only=True)
         boxes, points = [], []
         if label.exists():
             inside(root, label, "label file")
@@ -374,7 +373,7 @@ def from_yolo(folder: str | os.PathLike, split: str | None = None) -> LabelledSe
                     continue
                 boxes.append(box)
                 points.append(p)
-        frames.append(LabelledFrame(str(rel), _file_loader(file), np.array(boxes, np.float64).reshape(-1, 4),
+        frames.append(LabelledFrame(str(rel), functools.partial(read_image, file), np.array(boxes, np.float64).reshape(-1, 4),
                                     points, width, height))
     if not frames:
         raise LabelledSetError(f"{images_root}: no images ({', '.join(IMAGE_SUFFIXES)})")

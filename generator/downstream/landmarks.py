@@ -38,21 +38,16 @@ POSE_EDGES = (0.0, 15.0, 30.0, 45.0)  # |angle| bins in degrees: [0, 15), [15, 3
 
 
 def open_landmarker(landmarker, device: str = "cpu"):
-    """(callable, weights path or None, description) from a path or a callable."""
-    if callable(landmarker):
-        return landmarker, None, {"kind": f"python {type(landmarker).__name__}"}
-    from generator.annotate.models import load_landmarker
-    from generator.downstream.detect import onnx_providers
+    """(callable, weights path or None, description) from a path, a loaded landmarker or any callable."""
+    from generator.downstream.detect import describe_model, onnx_providers
 
-    path = Path(landmarker)
-    options = {"providers": onnx_providers(device)} if path.suffix.lower() == ".onnx" else {}
-    model = load_landmarker(path, **options)
-    description = {"kind": getattr(model, "kind", f"onnx {type(model).__name__}")}
-    if hasattr(model, "settings"):
-        description["settings"] = model.settings
-    if hasattr(model, "session"):
-        description["providers"] = model.session.get_providers()
-    return model, path, description
+    if not callable(landmarker):
+        from generator.annotate.models import load_landmarker
+
+        path = Path(landmarker)
+        landmarker = load_landmarker(path, **({"providers": onnx_providers(device)} if path.suffix.lower() == ".onnx"
+                                              else {}))
+    return (landmarker, *describe_model(landmarker))
 
 
 def inter_ocular(truth: np.ndarray) -> float:

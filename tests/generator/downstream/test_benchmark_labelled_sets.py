@@ -89,6 +89,9 @@ def test_a_plain_coco_detection_file(tmp_path):
     ("keypoints_68", "68 keypoints; SF-TL54 has 54"),
     ("unknown_image_id", "names no image"),
     ("not_coco", "'images' list"),
+    ("bbox_text", "bbox must be 4 finite numbers"),
+    ("keypoints_text", "flat list of finite"),
+    ("image_id_list", "needs an 'id' \\(integer or text\\)"),
 ])
 def test_hostile_coco_files_are_refused_by_name(tmp_path, case, message):
     ann = {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 12]}
@@ -119,6 +122,12 @@ def test_hostile_coco_files_are_refused_by_name(tmp_path, case, message):
         ann["image_id"] = 9
     elif case == "not_coco":
         kwargs["raw"] = "[1, 2, 3]"
+    elif case == "bbox_text":
+        ann["bbox"] = ["1", 2, 10, 12]
+    elif case == "keypoints_text":
+        ann["keypoints"] = [[5.0, 5.0, 2]] * 54
+    elif case == "image_id_list":
+        kwargs["images"] = [{"id": [1], "file_name": "a.png"}]
     path, root = _coco(tmp_path, [ann], **kwargs)
     with pytest.raises(LabelledSetError, match=message) as err:
         from_coco(path, root, **bound)
