@@ -144,3 +144,16 @@ def test_the_same_seed_gives_the_same_numbers_and_another_seed_other_frames():
         runs.append(benchmark_detect(detector_for(subset), subset, progress=False))
     assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["data"] == runs[1]["data"]
     assert runs[0]["data"]["frame_ids_sha256"] != runs[2]["data"]["frame_ids_sha256"]
+
+
+def test_a_loaded_onnx_detector_from_python_is_recorded_with_its_sha256(tmp_path):
+    from generator.annotate.models import load_detector
+    from generator.weights import sha256_file
+    from tests.support.tiny_onnx import write_yolo_detector
+
+    path = write_yolo_detector(tmp_path / "d.onnx", [[30, 35, 40, 30, 0.8]], input_size=(100, 100))
+    data = _set(1)  # frame 0's box is [10, 20, 40, 30]: the planted face, centre (30, 35)
+    out = benchmark_detect(load_detector(path), data, progress=False)
+    assert out["weights"]["detector"] == {"path": str(path), "sha256": sha256_file(path)}
+    assert out["model"]["kind"] == "yolov5" and out["model"]["providers"] == ["CPUExecutionProvider"]
+    assert out["metrics"]["AP"] == pytest.approx(1.0) and out["metrics"]["best_threshold"] == pytest.approx(0.8)
