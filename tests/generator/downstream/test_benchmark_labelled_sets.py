@@ -92,6 +92,7 @@ def test_a_plain_coco_detection_file(tmp_path):
     ("bbox_text", "bbox must be 4 finite numbers"),
     ("keypoints_text", "flat list of finite"),
     ("image_id_list", "needs an 'id' \\(integer or text\\)"),
+    ("duplicate_id", "appears twice"),
 ])
 def test_hostile_coco_files_are_refused_by_name(tmp_path, case, message):
     ann = {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 12]}
@@ -126,6 +127,8 @@ def test_hostile_coco_files_are_refused_by_name(tmp_path, case, message):
         ann["bbox"] = ["1", 2, 10, 12]
     elif case == "keypoints_text":
         ann["keypoints"] = [[5.0, 5.0, 2]] * 54
+    elif case == "duplicate_id":
+        kwargs["images"] = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "a.png"}]
     elif case == "image_id_list":
         kwargs["images"] = [{"id": [1], "file_name": "a.png"}]
     path, root = _coco(tmp_path, [ann], **kwargs)
@@ -195,6 +198,12 @@ def test_yolo_other_classes_counted_and_symlinks_out_refused(tmp_path):
     os.remove(root / "images" / "val" / "y.png")
     os.symlink(tmp_path / "outside", root / "images" / "linked")
     with pytest.raises(LabelledSetError, match="folder .*outside"):
+        from_yolo(root)
+    os.remove(root / "images" / "linked")
+    (tmp_path / "outside" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    os.remove(root / "labels" / "val" / "x.txt")
+    os.symlink(tmp_path / "outside" / "x.txt", root / "labels" / "val" / "x.txt")
+    with pytest.raises(LabelledSetError, match="label file .*outside"):
         from_yolo(root)
 
 
