@@ -81,3 +81,56 @@ def chart_panels(charts: list[bytes]) -> bytes:
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, x_label: str, y_label: str,
+               x_range: tuple[float, float] = (0.0, 1.0), y_range: tuple[float, float] = (0.0, 1.0),
+               width: int = 480, height: int = 360) -> bytes:
+    """Curves (name -> (xs, ys)) on one pair of axes as PNG bytes: PR curves, cumulative error curves.
+
+    Points outside the ranges are clipped to the frame; NaN points break a curve; the legend sits above the plot."""
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    names = list(series)
+    legend = _legend_lines(names, width - 60)
+    left, right = 50, width - 14
+    top, bottom = 24 + LEGEND_ROW * len(legend) + 10, height - 40
+    draw.text((left, 6), title, fill="black")
+    for row, line in enumerate(legend):
+        x = left
+        for name in line:
+            y = 24 + LEGEND_ROW * row
+            draw.rectangle([x, y + 1, x + 10, y + 11], fill=COLOURS[names.index(name) % len(COLOURS)])
+            draw.text((x + 15, y), name, fill="black")
+            x += 16 + 6 * len(name) + 14
+    (x0, x1), (y0, y1) = x_range, y_range
+
+    def to_pixel(x: float, y: float) -> tuple[float, float]:
+        fx = (min(max(x, x0), x1) - x0) / ((x1 - x0) or 1)
+        fy = (min(max(y, y0), y1) - y0) / ((y1 - y0) or 1)
+        return left + fx * (right - left), bottom - fy * (bottom - top)
+
+    for k in range(5):  # light grid with tick values
+        gx, gy = left + k * (right - left) / 4, bottom - k * (bottom - top) / 4
+        draw.line([(gx, top), (gx, bottom)], fill=(225, 225, 225))
+        draw.line([(left, gy), (right, gy)], fill=(225, 225, 225))
+        draw.text((gx - 8, bottom + 4), f"{x0 + k * (x1 - x0) / 4:.3g}", fill="black")
+        draw.text((4, gy - 5), f"{y0 + k * (y1 - y0) / 4:.3g}", fill="black")
+    draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+    draw.text(((left + right) // 2 - 3 * len(x_label), height - 16), x_label, fill="black")
+    draw.text((left + 4, top - 12), y_label, fill=(80, 80, 80))
+    for k, (xs, ys) in enumerate(series.values()):
+        colour = COLOURS[k % len(COLOURS)]
+        run: list[tuple[float, float]] = []
+        for x, y in list(zip(xs, ys)) + [(float("nan"), float("nan"))]:
+            if np.isfinite(x) and np.isfinite(y):
+                run.append(to_pixel(float(x), float(y)))
+                continue
+            if len(run) > 1:
+                draw.line(run, fill=colour, width=2)
+            elif run:
+                draw.ellipse([run[0][0] - 2, run[0][1] - 2, run[0][0] + 2, run[0][1] + 2], fill=colour)
+            run = []
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
