@@ -100,7 +100,7 @@ def benchmark_gender(synthetic: Sequence[str | os.PathLike] = (), real: str | os
                      seeds: Sequence[int] = (0, 1, 2), epochs: int = 10, image_size: int = 112, batch_size: int = 32,
                      lr: float = 1e-3, weight_decay: float = 1e-4, frames_per_subject: int = 16,
                      test_subjects_per_class: int = 5, val_subjects_per_class: int = 1, crop: str = "face",
-                     weights: dict | None = None, device: str = "auto", num_workers: int = 0,
+                     weights: dict | None = None, device: str = "auto", num_workers: int = 0, threads: int | None = None,
                      out_dir: str | os.PathLike = "gender_benchmark", cache_dir: str | None = None,
                      progress: bool = True) -> dict:
     """Train and test every (model, regime, seed); write results.json, report.md and gender_accuracy.png; return
@@ -122,6 +122,24 @@ def benchmark_gender(synthetic: Sequence[str | os.PathLike] = (), real: str | os
                               "and at least one --seeds value are needed")
     regimes = _regimes(regimes, bool(synthetic), real is not None)
     device = resolve_device(device)
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)  # on a shared CPU, fewer threads than cores is often much faster
+    try:
+        return _benchmark(arguments, synthetic, real, models, regimes, seeds, epochs, image_size, batch_size, lr,
+                          weight_decay, frames_per_subject, test_subjects_per_class, val_subjects_per_class, crop,
+                          weights, device, num_workers, out_dir, cache_dir, progress, started, cpu_started)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _benchmark(arguments, synthetic, real, models, regimes, seeds, epochs, image_size, batch_size, lr, weight_decay,
+               frames_per_subject, test_subjects_per_class, val_subjects_per_class, crop, weights, device,
+               num_workers, out_dir, cache_dir, progress, started, cpu_started) -> dict:
+    import torch
+
     syn, real_samples = load_sources(synthetic, real, frames_per_subject, crop, cache_dir)
     cache = ImageCache(image_size)
     weights = dict(weights or {})
@@ -143,7 +161,7 @@ def benchmark_gender(synthetic: Sequence[str | os.PathLike] = (), real: str | os
                 bar.update(1)
     bar.close()
     results = {**records.run_record("gender", arguments, {m: weights.get(m) for m in models}),
-               "device": device, "regimes": list(regimes), "models": list(models), "seeds": list(seeds),
+               "device": device, "threads": torch.get_num_threads(), "regimes": list(regimes), "models": list(models), "seeds": list(seeds),
                "test_set": "held-out real subjects" if real_samples is not None else "held-out synthetic subjects",
                "initialisation": {m: next(r["initialisation"] for r in runs if r["model"] == m) for m in models},
                "subjects": {"synthetic": len(subject_genders(syn)),
@@ -187,7 +205,7 @@ def render_report(results: dict) -> str:
               f"class, drawn per seed; at most {args['frames_per_subject']} frames per subject",
               f"- {args['epochs']} epochs, image {args['image_size']}x{args['image_size']} ({args['crop']} crop), batch "
               f"{args['batch_size']}, AdamW lr {args['lr']}, weight decay {args['weight_decay']}, device "
-              f"{results['device']}",
+              f"{results['device']} ({results['threads']} CPU threads)",
               f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}",
               f"- time: {results['time']['wall_s']:.1f} s wall, {results['time']['cpu_s']:.1f} s CPU"]
     lines.append("\n## Splits (subject ids)\n")

@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
                              "without them: random initialisation")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cache-dir", default=None, help="datasets cache for the corpora")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -52,7 +53,7 @@ def run(args) -> int:
         weight_decay=args.weight_decay, frames_per_subject=args.frames_per_subject,
         test_subjects_per_class=args.test_subjects_per_class, val_subjects_per_class=args.val_subjects_per_class,
         crop=args.crop, weights=parse_weights(args.weights, args.models), device=args.device,
-        num_workers=args.num_workers, out_dir=args.out, cache_dir=args.cache_dir, progress=not args.no_progress)
+        num_workers=args.num_workers, threads=args.threads, out_dir=args.out, cache_dir=args.cache_dir, progress=not args.no_progress)
 
     print((Path(args.out) / "report.md").read_text().split("\n## Initialisation")[0])
     print(f"wrote {Path(args.out) / 'results.json'}, report.md and {', '.join(results['plots'])}")

@@ -80,11 +80,12 @@ def read_real_folder(root: Path, option: str = "--real") -> list[Sample]:
     """ROOT/female, ROOT/male with subject subfolders or `<subject>_*.png` names."""
     root = root.resolve()
     samples: list[Sample] = []
-    for gender, name in enumerate(GENDERS):
-        folder = root / name
-        if not folder.is_dir():
+    for name in GENDERS:
+        if not (root / name).is_dir():
             there = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())[:8]) or "nothing"
             raise GenderDataError(f"{option} {root}: no {name}/ folder (expected female/ and male/; found {there})")
+    for gender, name in enumerate(GENDERS):
+        folder = root / name
         _inside(folder, root, option)
         subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         found = []

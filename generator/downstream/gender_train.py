@@ -162,7 +162,7 @@ def train_once(model_name: str, train, val, test, *, seed: int, epochs: int, bat
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total, count = total + float(loss) * len(y), count + len(y)
+                total, count = total + loss.item() * len(y), count + len(y)
             entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
             if len(val[1]):
                 entry["val_balanced_accuracy"] = metrics(val[1].numpy(), predict(model, val[0], batch_size, device))[
