@@ -190,7 +190,8 @@ def train_once(model_name: str, train, val, test, *, seed: int, epochs: int, bat
                 optimiser.step()
                 total, count = total + loss.item() * len(y), count + len(y)
             entry = {"epoch": epoch + 1, "train_loss": total / max(count, 1)}
-            precise_batchnorm(model, train[0], batch_size, device)
+            if len(val[1]) or epoch == epochs - 1:  # statistics only where the network is evaluated
+                precise_batchnorm(model, train[0], batch_size, device)
             if len(val[1]):
                 entry["val_balanced_accuracy"] = metrics(val[1].numpy(), predict(model, val[0], batch_size, device))[
                     "balanced_accuracy"]
