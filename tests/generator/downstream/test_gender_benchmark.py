@@ -115,3 +115,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: --real {tmp_path / 'typo'} does not exist"
     assert main(["benchmark", "gender", "--synthetic", str(tmp_path), "--regimes", "real", "--out", str(tmp_path / "o")]) == 2
     assert "--regimes real: needs a real set (--real)" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("private_hash_cache")
+def test_weights_given_are_loaded_and_their_sha256_reported(planted, tmp_path):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from generator.downstream.classifiers import model_class
+
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in model_class("resnet18")().state_dict().items()}, str(path))
+    results = benchmark_gender(real=planted, models=["resnet18"], seeds=[0], epochs=1, frames_per_subject=1,
+                               test_subjects_per_class=2, weights={"resnet18": path}, out_dir=tmp_path / "o", **FAST)
+    assert results["weights"]["resnet18"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert f"resnet18: weights from {path} (head replaced for 2 classes) (sha256 {results['weights']['resnet18']['sha256']})" in report
+
+
+def test_cuda_asked_without_cuda_is_one_line(planted, tmp_path):
+    import torch
+
+    from generator.downstream.gender_data import GenderDataError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(GenderDataError, match="--device cuda: CUDA is not available"):
+        benchmark_gender(real=planted, models=["resnet18"], device="cuda", out_dir=tmp_path)
