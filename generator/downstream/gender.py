@@ -13,6 +13,7 @@ synthetic subjects. results.json, report.md and gender_accuracy.png are written 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -54,7 +55,7 @@ def load_sources(synthetic: Sequence, real, frames_per_subject: int, crop: str =
     real_samples = None
     if real is not None:
         real_samples = cap_frames(read_real(real), frames_per_subject)
-        real_samples = [type(s)(s.load, s.gender, f"real/{s.subject}", s.origin, s.name) for s in real_samples]
+        real_samples = [dataclasses.replace(s, subject=f"real/{s.subject}") for s in real_samples]
     return syn, real_samples
 
 

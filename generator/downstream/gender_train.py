@@ -57,10 +57,10 @@ class ImageCache:
 
     def __init__(self, size: int):
         self.size = size
-        self._arrays: dict[int, np.ndarray] = {}
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
     def array(self, sample: Sample) -> np.ndarray:
-        key = id(sample)
+        key = (sample.origin, sample.name)  # a file path, or a corpus path and row
         if key not in self._arrays:
             image = sample.load().convert("L").resize((self.size, self.size), Image.BILINEAR)
             self._arrays[key] = np.asarray(image, dtype=np.uint8)
@@ -96,11 +96,15 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GenderDataError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use cpu")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise GenderDataError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device.startswith("cuda"):
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read at CUDA start)
     return device
 
 
