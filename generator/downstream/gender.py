@@ -47,38 +47,49 @@ def _regimes(regimes, has_synthetic: bool, has_real: bool) -> tuple[str, ...]:
     return tuple(regimes)
 
 
-def load_sources(synthetic: Sequence, real, frames_per_subject: int, crop: str = "face", cache_dir=None):
-    """(synthetic samples, real samples or None): subject ids prefixed `syn<i>/` and `real/` so sources never share one."""
+def load_sources(synthetic: Sequence, real, frames_per_subject: int, crop: str = "face", cache_dir=None,
+                 real_test=None):
+    """(synthetic, real or None, real test or None) samples; subject ids prefixed `syn<i>/`, `real/` and `real-test/`
+    so sources never share one."""
     syn = []
     for index, path in enumerate(synthetic):
         syn += read_corpus(path, frames_per_subject, tag=f"syn{index}/", crop=crop, cache_dir=cache_dir)
-    real_samples = None
-    if real is not None:
-        real_samples = cap_frames(read_real(real), frames_per_subject)
-        real_samples = [dataclasses.replace(s, subject=f"real/{s.subject}") for s in real_samples]
-    return syn, real_samples
+
+    def real_set(path, option, prefix):
+        if path is None:
+            return None
+        samples = cap_frames(read_real(path, option), frames_per_subject)
+        return [dataclasses.replace(s, subject=f"{prefix}/{s.subject}") for s in samples]
+
+    return syn, real_set(real, "--real", "real"), real_set(real_test, "--real-test", "real-test")
 
 
-def seed_splits(syn, real, seed: int, test_per_class: int, val_per_class: int) -> dict:
-    """{'synthetic': {train, val, test}, 'real': {...}}: held-out test subjects come from the real set when there is one."""
+def seed_splits(syn, real, seed: int, test_per_class: int, val_per_class: int, real_test=None) -> dict:
+    """{'synthetic': {train, val, test}, 'real': {...}, 'real-test': {test}}: the test subjects are the whole
+    --real-test set when given, else held out of the real set when there is one, else of the synthetic corpora."""
     out = {}
     if real is not None:
-        out["real"] = split_subjects(subject_genders(real), test_per_class, val_per_class, seed, "--real")
+        out["real"] = split_subjects(subject_genders(real), 0 if real_test else test_per_class, val_per_class, seed,
+                                     "--real")
     if syn:
-        out["synthetic"] = split_subjects(subject_genders(syn), 0 if real is not None else test_per_class,
-                                          val_per_class, seed, "--synthetic")
+        held_out = real is None and real_test is None
+        out["synthetic"] = split_subjects(subject_genders(syn), test_per_class if held_out else 0, val_per_class,
+                                          seed, "--synthetic")
+    if real_test is not None:
+        out["real-test"] = {"train": [], "val": [], "test": sorted(subject_genders(real_test))}
     return out
 
 
-def regime_sets(regime: str, syn, real, splits: dict) -> dict[str, list]:
+def regime_sets(regime: str, syn, real, splits: dict, real_test=None) -> dict[str, list]:
     """The train, val and test samples of one regime."""
     parts = {"synthetic": [("synthetic", syn)], "real": [("real", real)], "hybrid": [("synthetic", syn), ("real", real)]}
     sets = {name: [] for name in ("train", "val")}
     for source, samples in parts[regime]:
         for name in sets:
             sets[name] += select(samples, splits[source][name])
-    test_source = "real" if real is not None else "synthetic"
-    sets["test"] = select(real if real is not None else syn, splits[test_source]["test"])
+    test_source, samples = next((k, v) for k, v in (("real-test", real_test), ("real", real), ("synthetic", syn))
+                                if v is not None)
+    sets["test"] = select(samples, splits[test_source]["test"])
     return sets
 
 
@@ -103,15 +114,18 @@ def benchmark_gender(synthetic: Sequence[str | os.PathLike] = (), real: str | os
                      test_subjects_per_class: int = 5, val_subjects_per_class: int = 1, crop: str = "face",
                      weights: dict | None = None, device: str = "auto", num_workers: int = 0, threads: int | None = None,
                      out_dir: str | os.PathLike = "gender_benchmark", cache_dir: str | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, real_test: str | os.PathLike | None = None) -> dict:
     """Train and test every (model, regime, seed); write results.json, report.md and gender_accuracy.png; return
-    the results dict. See the module docstring and docs/downstream-gender.md."""
-    arguments = dict(locals())
+    the results dict. `real_test`: a separate real set used only as the test set (all its subjects); otherwise
+    the test subjects are held out of `real` (or of the synthetic corpora without `real`). See the module
+    docstring and docs/downstream-gender.md."""
+    args = dict(locals())
     from generator.downstream.classifiers import model_class
 
     started, cpu_started = time.time(), time.process_time()
-    arguments.update(synthetic=[str(p) for p in synthetic], real=None if real is None else str(real),
-                     weights={k: str(v) for k, v in (weights or {}).items()}, seeds=list(seeds), models=list(models))
+    args.update(synthetic=[str(p) for p in synthetic], real=None if real is None else str(real),
+                real_test=None if real_test is None else str(real_test), seeds=list(seeds), models=list(models),
+                weights={k: str(v) for k, v in (weights or {}).items()})
     if not synthetic and real is None:
         raise GenderDataError("give synthetic corpora (--synthetic) and/or a real set (--real)")
     for name in models:
@@ -121,55 +135,56 @@ def benchmark_gender(synthetic: Sequence[str | os.PathLike] = (), real: str | os
     if epochs < 1 or image_size < 32 or batch_size < 2 or frames_per_subject < 1 or not seeds:
         raise GenderDataError("--epochs >= 1, --image-size >= 32, --batch-size >= 2, --frames-per-subject >= 1 "
                               "and at least one --seeds value are needed")
-    regimes = _regimes(regimes, bool(synthetic), real is not None)
-    device = resolve_device(device)
+    args["regimes"] = _regimes(regimes, bool(synthetic), real is not None)
+    args["device"] = resolve_device(device)
     import torch
 
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)  # on a shared CPU, fewer threads than cores is often much faster
     try:
-        return _benchmark(arguments, synthetic, real, models, regimes, seeds, epochs, image_size, batch_size, lr,
-                          weight_decay, frames_per_subject, test_subjects_per_class, val_subjects_per_class, crop,
-                          weights, device, num_workers, out_dir, cache_dir, progress, started, cpu_started)
+        return _benchmark(args, dict(weights or {}), started, cpu_started)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _benchmark(arguments, synthetic, real, models, regimes, seeds, epochs, image_size, batch_size, lr, weight_decay,
-               frames_per_subject, test_subjects_per_class, val_subjects_per_class, crop, weights, device,
-               num_workers, out_dir, cache_dir, progress, started, cpu_started) -> dict:
+def _benchmark(args: dict, weights: dict, started: float, cpu_started: float) -> dict:
     import torch
 
-    syn, real_samples = load_sources(synthetic, real, frames_per_subject, crop, cache_dir)
-    cache = ImageCache(image_size)
-    weights = dict(weights or {})
+    models, regimes, seeds = args["models"], args["regimes"], args["seeds"]
+    syn, real, real_test = load_sources(args["synthetic"], args["real"], args["frames_per_subject"], args["crop"],
+                                        args["cache_dir"], args["real_test"])
+    cache = ImageCache(args["image_size"])
     runs, splits = [], {}
-    jobs = [(seed, model, regime) for seed in seeds for model in models for regime in regimes]
-    bar = tqdm(total=len(jobs), desc="gender benchmark", disable=not progress)
+    bar = tqdm(total=len(seeds) * len(models) * len(regimes), desc="gender benchmark", disable=not args["progress"])
     for seed in seeds:
-        splits[str(seed)] = seed_splits(syn, real_samples, seed, test_subjects_per_class, val_subjects_per_class)
+        splits[str(seed)] = seed_splits(syn, real, seed, args["test_subjects_per_class"],
+                                        args["val_subjects_per_class"], real_test)
         for regime in regimes:
-            sets = regime_sets(regime, syn, real_samples, splits[str(seed)])
+            sets = regime_sets(regime, syn, real, splits[str(seed)], real_test)
             tensors = {name: cache.tensors(samples) for name, samples in sets.items()}
             for model in models:
-                result = train_once(model, tensors["train"], tensors["val"], tensors["test"], seed=seed, epochs=epochs,
-                                    batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
-                                    weights=weights.get(model), num_workers=num_workers, progress=progress,
-                                    desc=f"{model} {regime} seed {seed}")
+                result = train_once(model, tensors["train"], tensors["val"], tensors["test"], seed=seed,
+                                    epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
+                                    weight_decay=args["weight_decay"], device=args["device"],
+                                    weights=weights.get(model), num_workers=args["num_workers"],
+                                    progress=args["progress"], desc=f"{model} {regime} seed {seed}")
                 runs.append({"model": model, "regime": regime, "seed": seed,
                              "images": {k: len(v) for k, v in sets.items()}, **result})
                 bar.update(1)
     bar.close()
-    results = {**records.run_record("gender", arguments, {m: weights.get(m) for m in models}),
-               "device": device, "threads": torch.get_num_threads(), "regimes": list(regimes), "models": list(models), "seeds": list(seeds),
-               "test_set": "held-out real subjects" if real_samples is not None else "held-out synthetic subjects",
+    test_set = ("the real test set (--real-test, all its subjects)" if real_test is not None else
+                "held-out real subjects" if real is not None else "held-out synthetic subjects")
+    results = {**records.run_record("gender", {k: v for k, v in args.items() if k not in ("regimes", "device")},
+                                    {m: weights.get(m) for m in models}),
+               "device": args["device"], "threads": torch.get_num_threads(), "regimes": list(regimes),
+               "models": list(models), "seeds": list(seeds), "test_set": test_set,
                "initialisation": {m: next(r["initialisation"] for r in runs if r["model"] == m) for m in models},
-               "subjects": {"synthetic": len(subject_genders(syn)),
-                            "real": len(subject_genders(real_samples)) if real_samples is not None else 0},
+               "subjects": {name: len(subject_genders(samples)) if samples is not None else 0
+                            for name, samples in (("synthetic", syn), ("real", real), ("real-test", real_test))},
                "splits": splits, "summary": summarise(runs), "runs": runs,
                "time": {"wall_s": time.time() - started, "cpu_s": time.process_time() - cpu_started}}
-    out = Path(out_dir)
+    out = Path(args["out_dir"])
     results["plots"] = write_plots(out, results)
     records.write_results(out, results, render_report(results))
     return results
@@ -200,8 +215,10 @@ def render_report(results: dict) -> str:
               for m, init in results["initialisation"].items()]
     args = results["arguments"]
     lines += ["\n## Setup\n",
-              f"- synthetic corpora: {', '.join(args['synthetic']) or 'none'}; real set: {args['real'] or 'none'}",
-              f"- subjects: {results['subjects']['synthetic']} synthetic, {results['subjects']['real']} real; "
+              f"- synthetic corpora: {', '.join(args['synthetic']) or 'none'}; real set: {args['real'] or 'none'}"
+              + (f"; real test set: {args['real_test']}" if args.get("real_test") else ""),
+              f"- subjects: {results['subjects']['synthetic']} synthetic, {results['subjects']['real']} real"
+              + (f", {results['subjects']['real-test']} real test" if args.get("real_test") else "") + "; "
               f"{args['test_subjects_per_class']} test and {args['val_subjects_per_class']} validation subjects per "
               f"class, drawn per seed; at most {args['frames_per_subject']} frames per subject",
               f"- {args['epochs']} epochs, image {args['image_size']}x{args['image_size']} ({args['crop']} crop), batch "

@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--real", metavar="PATH", default=None,
                         help="a real set: a folder with female/ and male/ (subject subfolders or <subject>_*.png) "
                              "or a CSV path,gender,subject")
+    parser.add_argument("--real-test", metavar="PATH", default=None,
+                        help="a separate real set (same layouts) used only for testing, all its subjects; "
+                             "default: test subjects held out of --real")
     parser.add_argument("--out", required=True, help="folder for results.json, report.md and gender_accuracy.png")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--regimes", nargs="+", default=None, choices=("synthetic", "hybrid", "real"),
@@ -48,7 +51,8 @@ def run(args) -> int:
     from generator.downstream.gender import benchmark_gender
 
     results = benchmark_gender(  # project errors are printed in one line by the CLI's main
-        synthetic=args.synthetic, real=args.real, models=args.models, regimes=args.regimes, seeds=args.seeds,
+        synthetic=args.synthetic, real=args.real, real_test=args.real_test, models=args.models, regimes=args.regimes,
+        seeds=args.seeds,
         epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, frames_per_subject=args.frames_per_subject,
         test_subjects_per_class=args.test_subjects_per_class, val_subjects_per_class=args.val_subjects_per_class,

@@ -143,3 +143,14 @@ def test_cuda_asked_without_cuda_is_one_line(planted, tmp_path):
         pytest.skip("CUDA is available here")
     with pytest.raises(GenderDataError, match="--device cuda: CUDA is not available"):
         benchmark_gender(real=planted, models=["resnet18"], device="cuda", out_dir=tmp_path)
+
+
+def test_a_separate_real_test_set_is_the_test_set_of_every_regime(planted, tmp_path):
+    other = planted_set(tmp_path / "other", subjects_per_class=2, images=3, layout="prefix")
+    results = benchmark_gender(real=planted, real_test=other, models=["resnet18"], seeds=[0], epochs=1,
+                               frames_per_subject=1, test_subjects_per_class=5, out_dir=tmp_path / "o", **FAST)
+    splits = results["splits"]["0"]
+    assert splits["real"]["test"] == [] and len(splits["real"]["train"]) == 18 and len(splits["real"]["val"]) == 2
+    assert splits["real-test"]["test"] == ["real-test/s00", "real-test/s01", "real-test/s100", "real-test/s101"]
+    assert results["runs"][0]["images"] == {"train": 18, "val": 2, "test": 4}  # 1 frame per subject
+    assert results["test_set"].startswith("the real test set") and results["subjects"]["real-test"] == 4
