@@ -176,7 +176,9 @@ def read_corpus(path: str | os.PathLike, frames_per_subject: int, option: str = 
     try:
         dataset = frame_rows(path, cache_dir=cache_dir)
     except ThermVisionError as err:
-        raise GenderDataError(f"{option} {path}: {err}") from None
+        hint = (" (a real set in the female/ male/ layout is given with --real)"
+                if all((path / g).is_dir() for g in GENDERS) else "")
+        raise GenderDataError(f"{option} {path}: {err}{hint}") from None
     identity_names = dataset.features["identity"].names if hasattr(dataset.features["identity"], "names") else None
     identities = [identity_names[i] if identity_names else str(i) for i in dataset["identity"]]
     gender_feature = dataset.features["gender"]

@@ -51,6 +51,9 @@ def test_hostile_missing_class_folder_and_typo_path(tmp_path):
         read_real(tmp_path / "nope")
     with pytest.raises(GenderDataError, match=r"^--synthetic .*nope does not exist$"):
         gender_data.read_corpus(tmp_path / "nope", 4)
+    planted_set(tmp_path / "real", subjects_per_class=1, images=1)
+    with pytest.raises(GenderDataError, match=r"^--synthetic .*real: .*given with --real\)$"):
+        gender_data.read_corpus(tmp_path / "real", 4)
 
 
 def test_hostile_one_subject_only_cannot_be_split(tmp_path):
