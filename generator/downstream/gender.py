@@ -223,13 +223,13 @@ def render_report(results: dict) -> str:
               f"class, drawn per seed; at most {args['frames_per_subject']} frames per subject",
               f"- {args['epochs']} epochs, image {args['image_size']}x{args['image_size']} ({args['crop']} crop), batch "
               f"{args['batch_size']}, AdamW lr {args['lr']}, weight decay {args['weight_decay']}, device "
-              f"{results['device']} ({results['threads']} CPU threads)",
+              f"{results['device']} ({results['threads']} CPU thread{'s' if results['threads'] != 1 else ''})",
               f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}",
               f"- time: {results['time']['wall_s']:.1f} s wall, {results['time']['cpu_s']:.1f} s CPU"]
     lines.append("\n## Splits (subject ids)\n")
     for seed, per_source in results["splits"].items():
         for source, split in per_source.items():
-            lines.append(f"- seed {seed}, {source}: " + "; ".join(f"{name} ({len(ids)}): {', '.join(ids)}"
+            lines.append(f"- seed {seed}, {source}: " + "; ".join(f"{name} ({len(ids)}): {', '.join(ids) or 'none'}"
                                                                    for name, ids in split.items()))
     lines += ["", *(f"![{name}]({name})" for name in results.get("plots", []))]
     return "\n".join(lines) + "\n"
