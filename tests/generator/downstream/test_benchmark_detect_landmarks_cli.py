@@ -3,6 +3,7 @@ sets, dlib and ONNX models; every number checked against one computed here by ha
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -182,3 +183,16 @@ def test_the_command_modules_import_only_the_standard_library():
             "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'pycocotools', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_python_api_and_the_command_name_the_same_tasks():
+    import generator.downstream as downstream
+    from generator.cli.benchmark import TASKS
+    from generator.downstream import benchmark_detect, benchmark_gender, benchmark_landmarks
+
+    assert {f"benchmark_{task}" for task in TASKS} == set(downstream.__all__)
+    assert benchmark_detect.__module__ == "generator.downstream.detect"
+    assert benchmark_gender.__module__ == "generator.downstream.gender"
+    assert benchmark_landmarks.__module__ == "generator.downstream.landmarks"
+    for module in TASKS.values():  # every task registered is in this installation
+        assert importlib.util.find_spec(module) is not None, module
