@@ -11,6 +11,7 @@ connection, so a server that allows one connection at a time is still read.
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -140,7 +141,7 @@ class HttpRanges:
             raise Refused(f"{url} answered Content-Length {length} for {what} where {end - start:,} bytes were asked; "
                           f"refused")
         data = _read_body(response, end - start, deadline)
-        return data, None, response.isclosed() and not response.will_close
+        return data, None, response.isclosed() and not response.will_close and not _pending(conn.sock)
 
     def _connection(self, url: str):
         parts = urlsplit(url)
@@ -169,6 +170,17 @@ class HttpRanges:
             idle, self._idle = self._idle, []
         for _, conn in idle:
             conn.close()
+
+
+def _pending(sock) -> bool:
+    """Readable right after a complete answer: more bytes than asked, or the server closed it. Not reused."""
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable) or bool(getattr(sock, "pending", lambda: 0)())
 
 
 def _read_body(response, want: int, deadline: float) -> bytes:

@@ -221,7 +221,7 @@ class ReadAhead:
     def _wait_limit(self, num_bytes: int) -> float:
         """Longest a fetch can take: every attempt at its total limit, plus the retry waits."""
         waits = sum(limits.retry_wait() * 2 ** k for k in range(self.attempts))
-        return self.attempts * limits.attempt_timeout(num_bytes) + waits + 5.0
+        return self.attempts * limits.attempt_timeout(num_bytes) + waits + 1.0
 
     def _wait(self, stream: _Stream, piece: _Chunk, i: int) -> bytes:
         limit = self._wait_limit(piece.size) * 2  # it may queue behind the chunks in flight before it
