@@ -186,9 +186,9 @@ def test_a_one_connection_server_still_reads_every_row(corpus, monkeypatch):
     monkeypatch.setenv("THERMVISION_DB_REMOTE_WORKERS", "6")
     with _serve(corpus, max_in_flight=1) as server:
         remote = _frames(server.url, "M_10")
-        statuses = [r for r in server.counters.requests]
+        refused = server.counters.refused
     _assert_same(remote, _frames(str(corpus.root), "M_10"))
-    assert statuses
+    assert refused > 0  # the concurrent requests met the limit, and were retried one at a time
 
 
 def test_read_ahead_stays_within_its_budget(corpus, monkeypatch):
@@ -207,6 +207,7 @@ def test_read_ahead_stays_within_its_budget(corpus, monkeypatch):
         largest = max(i.compress_size + 200 for i in zf.infolist() if "Subject-1/" in i.filename
                       and not i.filename.endswith(".mp4"))
     assert 0 < peak <= max(budget, largest), (peak, budget)
+    assert peak > archive.ahead.share // 2  # it did read ahead (a third of the budget per run)
     assert archive.ahead.held >= 0
 
 

@@ -11,7 +11,7 @@ that allows one connection at a time). Only 127.0.0.1; it stops by itself after 
 
 from __future__ import annotations
 
-import hashlib
+import json
 import socket
 import threading
 import time
@@ -63,6 +63,7 @@ class Counters:
     bytes_sent: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    refused: int = 0  # requests reset for going over `max_in_flight`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -91,6 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
             c.in_flight += 1
             c.max_in_flight = max(c.max_in_flight, c.in_flight)
             over = srv.max_in_flight is not None and c.in_flight > srv.max_in_flight
+            c.refused += over
         try:
             if over:  # a server that allows one connection at a time: the extra one is reset
                 self.close_connection = True
@@ -107,6 +109,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, head: bool):
         srv = self.server
         path = unquote(urlsplit(self.path).path)
+        if path in ("/_counters", "/_reset") and srv.control:  # for a server in another process (benchmarks)
+            c = srv.counters
+            body = json.dumps({"bytes_sent": c.bytes_sent, "requests": len(c.requests),
+                               "max_in_flight": c.max_in_flight}).encode()
+            if path == "/_reset":  # the counts so far, then zero
+                c.reset()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         file = (srv.root / path.lstrip("/")).resolve()
         if srv.root not in file.parents or not file.is_file():
             return self._plain(404)
@@ -187,17 +200,17 @@ class ShapedServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, root, delay: float = 0.05, rate: float | None = 20e6, lifetime: float = 300.0,
-                 max_in_flight: int | None = None):
+                 max_in_flight: int | None = None, control: bool = False):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = Path(root).resolve()
         self.delay = delay
         self.bucket = TokenBucket(rate)
         self.lifetime = lifetime
         self.max_in_flight = max_in_flight
+        self.control = control
         self.counters = Counters()
         self.faults: list[Fault] = []
         self.etag_suffix = ""
-        self._etags: dict = {}
         self._lock = threading.Lock()
 
     @property
@@ -205,11 +218,9 @@ class ShapedServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def etag(self, file: Path) -> str:
-        key = (file, file.stat().st_mtime_ns)
-        if key not in self._etags:
-            self._etags[key] = hashlib.sha256(file.read_bytes()).hexdigest()[:24]
-        return f'"{self._etags[key]}{self.etag_suffix}"'
-
+        """Size and mtime, as many servers make it (cheap: a HEAD of a 10 GB zip is not slowed by hashing)."""
+        stat = file.stat()
+        return f'"{stat.st_size:x}-{stat.st_mtime_ns:x}{self.etag_suffix}"'
     def fault(self, kind: str, times: int = 1, match=None, arg=None) -> Fault:
         found = Fault(kind, times, match, arg)
         with self._lock:
@@ -239,3 +250,24 @@ class ShapedServer(ThreadingHTTPServer):
         self._timer.cancel()
         self.shutdown()
         self.server_close()
+
+
+def main(argv=None) -> None:
+    """`python -m tests.support.shaped_server ROOT --delay 0.05 --rate 20e6`: prints the URL, serves until killed
+    or `--lifetime`; GET /_counters and /_reset report and reset the counters."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root")
+    parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--rate", type=float, default=20e6)
+    parser.add_argument("--lifetime", type=float, default=1800)
+    args = parser.parse_args(argv)
+    with ShapedServer(args.root, delay=args.delay, rate=args.rate or None, lifetime=args.lifetime, control=True) as srv:
+        print(srv.url, flush=True)
+        sys.stdin.read()  # until the parent closes the pipe
+
+
+if __name__ == "__main__":
+    main()

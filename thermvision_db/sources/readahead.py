@@ -1,8 +1,8 @@
 """Read-ahead for a zip read in place: the members of a run (one folder's files of one kind, in archive order)
 are fetched ahead of the reader as coalesced range requests, several in flight, within a byte budget.
 
-A run is read through a `_Stream`: its first chunk is only the member asked for (the first frame comes after
-one request), the following chunks coalesce the next members up to `chunk` bytes each and are submitted to a
+A run is read through a `_Stream`: its first chunk is the member asked for and the next ones up to 64 KiB (the
+first frame comes after one request), the following chunks coalesce the next members up to `chunk` bytes each and are submitted to a
 small thread pool while the stream's share of the budget allows (`budget // streams`; at most `streams` runs are
 kept per archive, the oldest dropped). A chunk is released once the reader asks for a member after it. Every
 byte asked for counts against the budget from the moment it is requested until it is released (`held`, `peak`),
@@ -30,6 +30,7 @@ ENV_CHUNK = "THERMVISION_DB_READAHEAD_CHUNK"
 DEFAULT_WORKERS = 4
 DEFAULT_BUDGET = 64 << 20
 DEFAULT_CHUNK = 2 << 20
+FIRST_CHUNK = 64 << 10  # a run's first request: one 512x512 PNG, or all of a video's label files
 
 
 def workers() -> int:
@@ -71,13 +72,17 @@ class _Stream:
         self.closed = False
 
     def plan(self, target: int) -> _Chunk | None:
+        """The next chunk: members coalesced up to `target` bytes (the first one of a run up to FIRST_CHUNK, so
+        the first frame waits for little more than its own member)."""
         if self.planned >= len(self.extents):
             return None
+        if not self.started:
+            target = min(target, FIRST_CHUNK)
         first = last = self.planned
         start = self.extents[first][0]
         end = self.extents[first][1]
         last += 1
-        while self.started and last < len(self.extents) and self.extents[last][1] - start <= target:
+        while last < len(self.extents) and self.extents[last][1] - start <= target:
             end = self.extents[last][1]
             last += 1
         self.planned, self.started = last, True
@@ -186,6 +191,12 @@ class ReadAhead:
             if left <= 0:
                 raise SourceError(f"{self.url}: read-ahead budget still full after {self._wait_limit(self.chunk):g} s")
             self._cond.wait(min(left, 1.0))
+        self._fill(stream)
+
+    def _fill(self, stream: _Stream) -> None:
+        """Submit the next chunks of the run while fewer than `workers` are in flight and its share allows."""
+        if stream.closed:
+            return
         in_flight = sum(1 for p in stream.chunks.values() if p.future is not None and not p.future.done())
         while in_flight < self.workers:
             nxt = next((p for p in stream.chunks.values() if p.future is None), None) or stream.plan(self.chunk)
@@ -213,9 +224,12 @@ class ReadAhead:
         piece.future.add_done_callback(lambda _f, s=stream, p=piece: self._done(s, p))
 
     def _done(self, stream: _Stream, piece: _Chunk) -> None:
+        """A chunk arrived: free it if already released, and keep the pipe full (the reader may be busy)."""
         with self._cond:
             if piece.released:
                 self._unreserve(stream, piece)
+            if piece.future.exception() is None:
+                self._fill(stream)
             self._cond.notify_all()
 
     def _wait_limit(self, num_bytes: int) -> float:
