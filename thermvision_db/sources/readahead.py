@@ -54,6 +54,7 @@ class _Chunk:
     future: object = None
     released: bool = False
     unreserved: bool = False
+    ahead: bool = False  # submitted as read-ahead (not asked for): counts against `workers`
 
     @property
     def size(self) -> int:
@@ -110,6 +111,7 @@ class ReadAhead:
         self.attempts = attempts
         self.held = 0
         self.peak = 0
+        self.ahead_in_flight = 0
         self._cond = threading.Condition()
         self._streams: OrderedDict[object, _Stream] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
@@ -122,6 +124,16 @@ class ReadAhead:
     def get(self, key, base: int, extents_from, index: int) -> tuple[int, bytes]:
         """(start, bytes) of the fetched chunk holding member `index` of run `key` (whose members from `base` on
         `extents_from(base)` lists); releases what lies before it and submits what the budget allows after it."""
+        stream, piece = self._locate(key, extents_from, index)
+        return piece.start, self._wait(stream, piece, index - stream.base)
+
+    def start(self, key, extents_from, index: int) -> None:
+        """Begin fetching run `key` at member `index` without waiting (a hint: rows will ask for it soon)."""
+        with self._cond:
+            if key not in self._streams:
+                self._locate(key, extents_from, index)
+
+    def _locate(self, key, extents_from, index: int) -> tuple[_Stream, _Chunk]:
         with self._cond:
             stream = self._streams.get(key)
             if stream is not None and (index < stream.base or stream.find(index - stream.base) is None
@@ -140,9 +152,7 @@ class ReadAhead:
                     self._release(stream, piece)
                     del stream.chunks[first]
             self._pump(stream, demand=i)
-            piece = stream.find(i)
-        data = self._wait(stream, piece, i)
-        return piece.start, data
+            return stream, stream.find(i)
 
     def _open(self, key, base: int, extents) -> _Stream:
         while len(self._streams) >= self.max_streams:
@@ -197,23 +207,26 @@ class ReadAhead:
         """Submit the next chunks of the run while fewer than `workers` are in flight and its share allows."""
         if stream.closed:
             return
-        in_flight = sum(1 for p in stream.chunks.values() if p.future is not None and not p.future.done())
-        while in_flight < self.workers:
+        while self.ahead_in_flight < self.workers:
             nxt = next((p for p in stream.chunks.values() if p.future is None), None) or stream.plan(self.chunk)
             if nxt is None or not self._fits(stream, nxt) or stream.reserved + nxt.size > self.share:
                 break
-            self._submit(stream, nxt)
-            in_flight += 1
+            self._submit(stream, nxt, ahead=True)
 
     def _fits(self, stream: _Stream, piece: _Chunk) -> bool:
         if stream.reserved == 0 and self.held == 0:
             return True  # alone: one chunk larger than the budget (a large member) is still read
         return stream.reserved + piece.size <= self.share and self.held + piece.size <= self.budget
 
-    def _submit(self, stream: _Stream, piece: _Chunk) -> None:
+    def _submit(self, stream: _Stream, piece: _Chunk, ahead: bool = False) -> None:
         if self._pool is None or self._pid != os.getpid():  # a forked worker makes its own threads
-            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="thermvision-range")
+            # read-ahead uses `workers` threads; a chunk asked for (or a run's first) never queues behind it
+            self._pool = ThreadPoolExecutor(max_workers=self.workers + self.max_streams,
+                                            thread_name_prefix="thermvision-range")
             self._pid = os.getpid()
+            self.ahead_in_flight = 0
+        piece.ahead = ahead
+        self.ahead_in_flight += ahead
         stream.reserved += piece.size
         self.held += piece.size
         self.peak = max(self.peak, self.held)
@@ -226,6 +239,7 @@ class ReadAhead:
     def _done(self, stream: _Stream, piece: _Chunk) -> None:
         """A chunk arrived: free it if already released, and keep the pipe full (the reader may be busy)."""
         with self._cond:
+            self.ahead_in_flight -= piece.ahead
             if piece.released:
                 self._unreserve(stream, piece)
             if piece.future.exception() is None:

@@ -31,6 +31,7 @@ from thermvision_db.sources.zip_directory import (ENV_CACHE, archive_identity, c
 
 logger = logging.getLogger(__name__)
 
+STREAMS = 3  # runs read ahead at once per archive: a video's PNGs, its labels, its MP4
 _ALONE = {"mp4"}  # videos are read one at a time: no read-ahead into the decoy MP4s beside them
 
 
@@ -220,8 +221,8 @@ class RemoteZipArchive(ZipArchive):
         reader = self.reader
         with self._setup_lock:
             if self._ahead is None:
-                self._ahead = ReadAhead(reader.read, self.url, self.readahead, reader.in_flight,
-                                        attempts=reader.retries + 1)
+                self._ahead = ReadAhead(reader.read, self.url, self.readahead, reader.in_flight - STREAMS,
+                                        streams=STREAMS, attempts=reader.retries + 1)
             return self._ahead
 
     def info(self) -> dict:
@@ -274,7 +275,18 @@ class RemoteZipArchive(ZipArchive):
         finally:
             self._local.sparse.windows.clear()
 
-    def _ensure_window(self, info: zipfile.ZipInfo, member: str) -> None:
+    def prefetch(self, member: str) -> None:
+        """Start fetching `member` and the rest of its run without waiting (a hint; a read reports any error)."""
+        if member not in self.index:
+            return
+        info = self._zip().getinfo(self.index[member])
+        try:
+            limits.check_member(self.url, member, info)
+        except SourceError:
+            return  # the read names it
+        self._ensure_window(info, member, wait=False)
+
+    def _ensure_window(self, info: zipfile.ZipInfo, member: str, wait: bool = True) -> None:
         """Fetch this member through the read-ahead of its run (its folder's members of its kind, in order)."""
         local = self._local
         order, offsets, sparse, runs = local.order, local.offsets, local.sparse, local.runs
@@ -285,6 +297,8 @@ class RemoteZipArchive(ZipArchive):
             return [(order[i].header_offset, _member_end(order, i, local.directory_start), order[i].filename)
                     for i in range(base, last)]
 
+        if not wait:
+            return self.ahead.start((first, last), extents, k)
         start, data = self.ahead.get((first, last), k, extents, k)
         sparse.windows.clear()  # the chunk is held by the read-ahead; the sparse file only borrows it
         sparse.add_window(start, data)
@@ -354,6 +368,6 @@ def open_range_reader(url: str, storage_options: dict | None = None, workers: in
     if url.split("://", 1)[0].lower() in ("http", "https") and set(options) <= {"headers"}:
         http = HttpRanges(url, size, etag_of(info), options.get("headers"))
     return RangeReader(fs, path, url, size, retries=retries, retry_wait=wait, info=info, http=http,
-                       in_flight=default_workers() if workers is None else max(1, workers))
+                       in_flight=(default_workers() if workers is None else max(1, workers)) + STREAMS)
 
 
