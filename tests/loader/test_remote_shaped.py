@@ -222,3 +222,16 @@ def test_a_stalled_fetch_wait_times_out(monkeypatch):
     assert time.monotonic() - started < 10
     never.set()
     ahead.close()
+
+
+def test_the_first_frame_comes_after_few_round_trips(corpus, monkeypatch):
+    """HEADs of both zips (together), the end record, the central directory, then a video's runs together."""
+    monkeypatch.delenv("THERMVISION_DB_READAHEAD_CHUNK")  # the default: a miniature run is one request
+    member = _member(corpus)
+    with _serve(corpus, delay=0.05) as server:
+        source = RemoteReleaseSource(server.url)
+        next(iter(frame_rows(source, member)))
+        before_first = list(server.counters.requests)
+    heads = [r for r in before_first if r[0] == "HEAD"]
+    gets = [r for r in before_first if r[0] == "GET"]
+    assert len(heads) <= 2 and len(gets) <= 2 + 3, before_first  # directory (2), PNGs + labels (+ MP4 probe)
