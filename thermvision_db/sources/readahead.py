@@ -16,7 +16,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import weakref
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -43,6 +45,50 @@ def budget() -> int:
 
 def chunk() -> int:
     return max(1, int(float(os.environ.get(ENV_CHUNK, DEFAULT_CHUNK))))
+
+
+class _DaemonPool:
+    """A few daemon threads running fetches: unlike ThreadPoolExecutor's, they never hold up interpreter exit
+    (a stream abandoned mid-run would otherwise finish its read-ahead first)."""
+
+    def __init__(self, size: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        for n in range(size):
+            threading.Thread(target=self._work, name=f"thermvision-range-{n}", daemon=True).start()
+        self.size = size
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            result = None
+            try:
+                result = fn(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(err)
+            else:
+                future.set_result(result)
+            item = future = fn = args = result = None  # an idle thread keeps no chunk (nor its read-ahead) alive
+
+    def shutdown(self) -> None:
+        while True:  # queued fetches are cancelled; running ones end within their own timeouts
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in range(self.size):
+            self._queue.put(None)
 
 
 @dataclass
@@ -114,7 +160,7 @@ class ReadAhead:
         self.ahead_in_flight = 0
         self._cond = threading.Condition()
         self._streams: OrderedDict[object, _Stream] = OrderedDict()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _DaemonPool | None = None
         self._pid: int | None = None
 
     @property
@@ -221,8 +267,8 @@ class ReadAhead:
     def _submit(self, stream: _Stream, piece: _Chunk, ahead: bool = False) -> None:
         if self._pool is None or self._pid != os.getpid():  # a forked worker makes its own threads
             # read-ahead uses `workers` threads; a chunk asked for (or a run's first) never queues behind it
-            self._pool = ThreadPoolExecutor(max_workers=self.workers + self.max_streams,
-                                            thread_name_prefix="thermvision-range")
+            self._pool = _DaemonPool(self.workers + self.max_streams)
+            weakref.finalize(self, self._pool.shutdown)  # its threads end with the archive that used them
             self._pid = os.getpid()
             self.ahead_in_flight = 0
         piece.ahead = ahead
@@ -242,7 +288,7 @@ class ReadAhead:
             self.ahead_in_flight -= piece.ahead
             if piece.released:
                 self._unreserve(stream, piece)
-            if piece.future.exception() is None:
+            if not piece.future.cancelled() and piece.future.exception() is None:
                 self._fill(stream)
             self._cond.notify_all()
 
@@ -273,5 +319,5 @@ class ReadAhead:
             for stream in list(self._streams.values()):
                 self._close(stream)
         if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         self._pool = None
