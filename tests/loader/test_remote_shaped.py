@@ -122,11 +122,12 @@ def test_a_server_that_ignores_range_is_refused_without_reading_the_body(corpus)
         assert time.monotonic() - started < size / 2e6  # it did not wait for the whole body
 
 
-def test_a_wrong_content_range_is_refused(corpus):
+@pytest.mark.parametrize("kind, header", [("wrong_range", "Content-Range"), ("wrong_length", "Content-Length")])
+def test_a_wrong_content_range_is_refused(corpus, kind, header):
     with _serve(corpus) as server:
         _warm(server, corpus)
-        server.fault("wrong_range", times=10)
-        with pytest.raises(SourceError, match="Content-Range.*refused") as err:
+        server.fault(kind, times=10)
+        with pytest.raises(SourceError, match=f"{header}.*refused") as err:
             RemoteReleaseSource(server.url).read("F", _member(corpus).frame_png(2))
         assert "frame_0002.png" in str(err.value) and "Female Subjects.zip" in str(err.value)
 

@@ -3,7 +3,7 @@ connections (a token bucket), with single-range support (206 / Content-Range / 4
 Last-Modified, counting requests, bytes sent and the most requests in flight at once.
 
 Faults for the hostile tests, each bounded in count or size: `ignore_range` (200 with the whole body),
-`wrong_range` (a Content-Range one byte off), `extra` (bytes beyond the asked range), `short` (half the body,
+`wrong_range` (a Content-Range one byte off), `wrong_length` (a Content-Length 10 bytes over the range), `extra` (bytes beyond the asked range), `short` (half the body,
 then close), `reset` (close without an answer), `status_416`, `etag_change` (a new ETag from then on), `drip`
 (one byte per interval, at most a number of bytes), and `max_in_flight` (a request beyond it is reset: a server
 that allows one connection at a time). Only 127.0.0.1; it stops by itself after `lifetime` seconds.
@@ -145,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not ranged:
             start, end = 0, size
         self.send_response(206 if ranged else 200)
-        self.send_header("Content-Length", str(end - start))
+        self.send_header("Content-Length", str(end - start + (10 if kind == "wrong_length" else 0)))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", etag)
         self.send_header("Last-Modified", formatdate(file.stat().st_mtime, usegmt=True))
@@ -159,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
         with open(file, "rb") as handle:
             handle.seek(start)
             body = handle.read(end - start)
+        if kind == "wrong_length":
+            body += b"\0" * 10
         if kind == "extra":
             body += b"\0" * int(fault.arg or 4096)
         if kind == "short":

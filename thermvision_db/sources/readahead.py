@@ -212,7 +212,8 @@ class ReadAhead:
         for piece in stream.chunks.values():
             self._release(stream, piece)
         stream.chunks.clear()
-        self._streams.pop(stream.key, None)
+        if self._streams.get(stream.key) is stream:
+            del self._streams[stream.key]
 
     def _release(self, stream: _Stream, piece: _Chunk) -> None:
         """Done chunks free their bytes now; chunks in flight when they finish (`_done`)."""
