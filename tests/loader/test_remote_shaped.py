@@ -236,3 +236,19 @@ def test_the_first_frame_comes_after_few_round_trips(corpus, monkeypatch):
     heads = [r for r in before_first if r[0] == "HEAD"]
     gets = [r for r in before_first if r[0] == "GET"]
     assert len(heads) <= 2 and len(gets) <= 2 + 3, before_first  # directory (2), PNGs + labels (+ MP4 probe)
+
+
+def test_abandoned_sources_leave_no_threads_behind(corpus):
+    import gc
+
+    member = _member(corpus)
+    with _serve(corpus, delay=0.0) as server:
+        counts = []
+        for _ in range(4):
+            source = RemoteReleaseSource(server.url)
+            source.read("F", member.frame_png(0))  # a run left mid-way: its read-ahead still in flight
+            del source
+            gc.collect()
+            time.sleep(0.2)
+            counts.append(threading.active_count())
+    assert counts[-1] <= counts[0] + 2, counts
