@@ -2,9 +2,12 @@
 are fetched ahead of the reader as coalesced range requests, several in flight, within a byte budget.
 
 A run is read through a `_Stream`: its first chunk is the member asked for and the next ones up to 64 KiB (the
-first frame comes after one request), the following chunks coalesce the next members up to `chunk` bytes each and are submitted to a
-small thread pool while the stream's share of the budget allows (`budget // streams`; at most `streams` runs are
-kept per archive, the oldest dropped). A chunk is released once the reader asks for a member after it. Every
+first frame comes after one request); the following chunks coalesce the next members up to `chunk` bytes each
+(default 2 MiB) and are submitted to a small pool of daemon threads, at most `workers` (default 4) read-ahead
+chunks in flight, while the stream's share of the budget allows (`budget // streams`; at most `streams` runs are
+kept per archive, the oldest dropped). A chunk asked for never queues behind read-ahead (the pool has a thread
+per stream beyond `workers`), and each arriving chunk submits the next one, so the link stays busy while the
+reader decodes. A chunk is released once the reader asks for a member after it. Every
 byte asked for counts against the budget from the moment it is requested until it is released (`held`, `peak`),
 so `peak <= budget`, except one chunk larger than a stream's share, which is fetched alone (nothing else held)
 and is bounded by the member limits. Every wait has a timeout.
@@ -13,11 +16,11 @@ and is bounded by the member limits. Every wait has a timeout.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
-from collections import OrderedDict
-import queue
 import weakref
+from collections import OrderedDict
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
