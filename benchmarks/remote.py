@@ -66,7 +66,8 @@ def in_place(url: str, members, cache: Path, keep_cache: bool = False) -> dict:
     started = time.perf_counter()
     first, rows, source = _read_identity(lambda: RemoteReleaseSource(url), members, started)
     total = time.perf_counter() - started
-    peak = max(a.ahead.peak for found in source.archives.values() for a in found if a._ahead is not None)
+    peak = max([a._ahead.peak for found in source.archives.values() for a in found
+                if getattr(a, "_ahead", None) is not None] or [None])  # None: a reader without read-ahead
     return {"rows": rows, "first_frame_s": first, "total_s": total, "peak_buffered": peak}
 
 
