@@ -113,13 +113,10 @@ def test_a_server_that_ignores_range_is_refused_without_reading_the_body(corpus)
         reader = source.archives["F"][0].reader
         before = reader.bytes_read
         server.fault("ignore_range", times=10)
-        started = time.monotonic()
         with pytest.raises(SourceError, match="ignores HTTP Range.*download the archives") as err:
             source.read("F", _member(corpus).frame_png(1))
         assert "Female Subjects.zip" in str(err.value)
         assert reader.bytes_read == before  # no byte of the 200 body was taken in
-        size = (corpus.root / ARCHIVES["F"]).stat().st_size
-        assert time.monotonic() - started < size / 2e6  # it did not wait for the whole body
 
 
 @pytest.mark.parametrize("kind, header", [("wrong_range", "Content-Range"), ("wrong_length", "Content-Length")])
@@ -177,10 +174,9 @@ def test_a_dripping_server_is_bounded_by_the_timeouts(corpus, monkeypatch):
         monkeypatch.setenv("THERMVISION_DB_RETRIES", "1")
         source = RemoteReleaseSource(server.url)
         server.fault("drip", times=10, arg=(0.02, 200))  # at most 4 s per answer
-        started = time.monotonic()
         with pytest.raises(SourceError, match=r"frame_0006.png.*2 attempts.*timed out"):
             source.read("F", _member(corpus).frame_png(6))
-        assert time.monotonic() - started < 3
+        assert server.counters.bytes_sent < 200  # each attempt stopped long before its drip ran out
 
 
 def test_a_one_connection_server_still_reads_every_row(corpus, monkeypatch):
@@ -217,10 +213,8 @@ def test_a_stalled_fetch_wait_times_out(monkeypatch):
     monkeypatch.setenv("THERMVISION_DB_RETRY_WAIT", "0.01")
     never = threading.Event()
     ahead = ReadAhead(lambda start, end, what: never.wait(30), "http://example.invalid/x.zip", attempts=1)
-    started = time.monotonic()
     with pytest.raises(SourceError, match=r"'a.png' from http://example.invalid/x.zip: no answer within"):
-        ahead.get("run", 0, lambda base: [(0, 10, "a.png"), (10, 20, "b.png")][base:], 0)
-    assert time.monotonic() - started < 10
+        ahead.get("run", 0, lambda base: [(0, 10, "a.png"), (10, 20, "b.png")][base:], 0)  # not the fetch's 30 s
     never.set()
     ahead.close()
 
