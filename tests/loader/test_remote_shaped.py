@@ -246,3 +246,16 @@ def test_abandoned_sources_leave_no_threads_behind(corpus):
             time.sleep(0.2)
             counts.append(threading.active_count())
     assert counts[-1] <= counts[0] + 2, counts
+
+
+def test_a_reset_head_is_retried_not_taken_for_a_missing_zip(corpus):
+    """fsspec turns a HEAD and its fallback GET that both lose their connection into FileNotFoundError."""
+    member = _member(corpus)
+    with _serve(corpus) as server:
+        server.head_resets = 2
+        source = RemoteReleaseSource(server.url)
+        assert source.genders() == ["F", "M"] and server.head_resets == 0
+        assert source.read("F", member.label_txt(0)) == ReleaseSource(corpus.root).read("F", member.label_txt(0))
+        server.head_resets = 1000
+        with pytest.raises(SourceError, match=r"cannot reach .*Subjects.zip after 4 attempts"):
+            RemoteReleaseSource(server.url)

@@ -130,6 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
         if wanted:
             start = int(wanted[1])
             end = min(int(wanted[2]) + 1, size) if wanted[2] else size
+        if (head or not wanted) and srv.head_resets > 0:  # a HEAD (or unranged GET) whose connection is reset (fsspec reads it as "not found")
+            srv.head_resets -= 1
+            self.close_connection = True
+            return
         fault = srv.take_fault(start, end) if wanted and not head else None
         kind = fault.kind if fault else None
         if kind == "etag_change":
@@ -213,6 +217,7 @@ class ShapedServer(ThreadingHTTPServer):
         self.counters = Counters()
         self.faults: list[Fault] = []
         self.etag_suffix = ""
+        self.head_resets = 0  # reset the connection of this many HEAD (and fsspec's fallback GET) requests
         self._lock = threading.Lock()
 
     @property

@@ -345,6 +345,17 @@ def _url_to_fs(url: str, storage_options: dict):
     return url_to_fs(url, **storage_options)
 
 
+def _dropped(err: BaseException | None) -> bool:
+    """A connection refused, reset or closed early (retried), not a timeout, a refusal or a missing file."""
+    if isinstance(err, ConnectionError):
+        return True
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    return isinstance(err, aiohttp.ClientConnectionError) and not _is_timeout(err)
+
+
 def open_range_reader(url: str, storage_options: dict | None = None, workers: int | None = None) -> RangeReader:
     """A RangeReader for `url`; a missing backend or file gives an error that says which and what to do."""
     try:
@@ -352,16 +363,27 @@ def open_range_reader(url: str, storage_options: dict | None = None, workers: in
     except ImportError as err:
         raise SourceError(f"cannot read {url}: its fsspec backend is not installed ({err}); e.g. `pip install s3fs` "
                           f"for s3://, `pip install gcsfs` for gs://") from err
-    try:
-        info = fs.info(path, **http_timeout(fs, 0))
-    except FileNotFoundError as err:
-        raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
-    except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth, redirect loops: the URL named
-        why = f"timed out ({limits.timeout_hint()})" if _is_timeout(err) else f"{type(err).__name__}: {err}"
-        raise SourceError(f"cannot reach {url}: {why}") from err
+    retries, wait = limits.retries(), limits.retry_wait()
+    for attempt in range(retries + 1):
+        try:
+            info = fs.info(path, **http_timeout(fs, 0))
+            break
+        except FileNotFoundError as err:
+            if not _dropped(err.__cause__):  # fsspec's HTTP info says "not found" for a reset connection too
+                raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
+            why, last = f"{type(err.__cause__).__name__}: {err.__cause__}", err
+        except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth, redirect loops: the URL named
+            why = f"timed out ({limits.timeout_hint()})" if _is_timeout(err) else f"{type(err).__name__}: {err}"
+            if not _dropped(err):
+                raise SourceError(f"cannot reach {url}: {why}") from err
+            last = err
+        if attempt < retries:
+            logger.info("retry %d/%d of the HEAD of %s after: %s", attempt + 1, retries, url, why)
+            time.sleep(wait * 2 ** attempt)
+    else:
+        raise SourceError(f"cannot reach {url} after {retries + 1} attempts: {why}") from last
     if not info.get("size"):
         raise SourceError(f"{url} reports no size: the server must send Content-Length and honour Range requests")
-    retries, wait = limits.retries(), limits.retry_wait()
     size = int(info["size"])
     http = None
     options = storage_options or {}
