@@ -68,6 +68,14 @@ class ArchiveSource(ABC):
             raise SourceError(f"{member!r} is in neither the zip nor the folder under {self.data_dir}")
         return archive.read(member)
 
+    def prefetch(self, gender: str, members: list[str]) -> None:
+        """A hint that these members will be read soon: a remote archive starts fetching them (and their runs)
+        concurrently; local sources ignore it."""
+        for member in members:
+            archive = self.archive_of(gender, member)
+            if archive is not None and hasattr(archive, "prefetch"):
+                archive.prefetch(member)
+
     def local_path(self, gender: str, member: str) -> str | None:
         """A file path when the member is extracted on disk (cheaper than bytes), else None."""
         archive = self.archive_of(gender, member)

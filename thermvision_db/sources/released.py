@@ -92,6 +92,11 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
     has_video = source.exists(member.gender, member.video_member)
     present = [i for i in range(member.num_frames) if source.exists(member.gender, member.frame_png(i))]
     contiguous = bool(present) and present[-1] == len(present) - 1
+    video_needed = has_video and (need_video or len(present) < member.num_frames)
+    prefetch = getattr(source, "prefetch", None)  # one round trip for the three runs a remote zip serves
+    if prefetch is not None:
+        prefetch(member.gender, [member.video_member] * video_needed + [member.frame_png(i) for i in present[:1]]
+                 + [member.label_txt(0)])
     info = None
     if has_video and (need_video or len(present) < member.num_frames):
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from thermvision_db.schema.members import ARCHIVE_SHA256, ARCHIVES, GENDER_ROOT
 from thermvision_db.sources.base import ArchiveSource, MissingRemoteFile, SourceError, is_url, local_folder
@@ -26,15 +27,15 @@ class RemoteReleaseSource(ArchiveSource):
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url.rstrip("/")
         archives = {}
-        for gender, zip_name in ARCHIVES.items():
-            archive = RemoteZipArchive(archive_url(url, zip_name), GENDER_ROOT[gender], storage_options)
-            try:
-                archive.reader  # noqa: B018 - opens it: size and existence
-            except MissingRemoteFile as err:
+        opened = {gender: RemoteZipArchive(archive_url(url, zip_name), GENDER_ROOT[gender], storage_options)
+                  for gender, zip_name in ARCHIVES.items()}
+        with ThreadPoolExecutor(max_workers=len(opened)) as pool:  # both HEADs in one round trip
+            found = {gender: pool.submit(_open, archive) for gender, archive in opened.items()}
+        for gender, future in found.items():
+            err = future.result()
+            if err is not None:
                 logger.info("%s", err)
-                archives[gender] = []
-                continue
-            archives[gender] = [archive]
+            archives[gender] = [] if err is not None else [opened[gender]]
         super().__init__(url, archives)
         if not any(self.archives.values()):
             raise SourceError(f"{url} holds neither {' nor '.join(repr(z) for z in ARCHIVES.values())} (a URL must name "
@@ -55,6 +56,15 @@ class RemoteReleaseSource(ArchiveSource):
     def bytes_read(self) -> int:
         """Bytes fetched so far by this process (central directories from the disk cache not counted)."""
         return sum(a.reader.bytes_read for found in self.archives.values() for a in found)
+
+
+def _open(archive: RemoteZipArchive) -> MissingRemoteFile | None:
+    """Opens the archive (size and existence); a missing one is returned, any other error raised."""
+    try:
+        archive.reader  # noqa: B018
+    except MissingRemoteFile as err:
+        return err
+    return None
 
 
 def open_release(data_dir) -> ArchiveSource:

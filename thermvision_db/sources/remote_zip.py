@@ -1,10 +1,12 @@
-"""A zip read where it lives (Hub, HTTP, S3, GCS) through fsspec range requests, never downloaded whole.
+"""A zip read where it lives (Hub, HTTP, S3, GCS) through range requests, never downloaded whole.
 
 The central directory is fetched once and kept on disk beside the `datasets` cache, keyed by the archive's
 sha256 or ETag; after that only the bytes of the members a row needs travel. Members of one folder sit next
-to each other in the archive, so a read also fetches the following members of the same folder and kind (a
-bounded window): a video's 354 label files cost one request, not 354. Python's `zipfile` parses everything (zip64,
-CRC checks, compression methods) from a sparse file that holds only the fetched byte ranges.
+to each other in the archive, so a read also fetches the following members of the same folder and kind ahead of
+the reader: coalesced range requests, several in flight, within a byte budget (sources/readahead.py); a video's
+354 label files cost a few requests, not 354. `http(s)://` ranges go through a checked client
+(sources/http_range.py), other backends through fsspec. Python's `zipfile` parses everything (zip64, CRC checks,
+compression methods) from a sparse file that holds only the fetched byte ranges.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from dataclasses import dataclass, field
 
 from thermvision_db.sources.base import MissingRemoteFile, SourceError
 from thermvision_db.sources import limits
+from thermvision_db.sources.http_range import Dropped, HttpRanges, Limit, etag_of
+from thermvision_db.sources.readahead import ReadAhead, workers as default_workers
 from thermvision_db.sources.local import ZipArchive
 from thermvision_db.sources.zip_directory import (ENV_CACHE, archive_identity, cache_root, central_directory,  # noqa: F401
                                                  directory_cache_path)
 
 logger = logging.getLogger(__name__)
 
-READAHEAD_BYTES = 8 << 20
+STREAMS = 3  # runs read ahead at once per archive: a video's PNGs, its labels, its MP4
 _ALONE = {"mp4"}  # videos are read one at a time: no read-ahead into the decoy MP4s beside them
 
 
@@ -70,11 +74,14 @@ class RangeReader:
     retries: int = 3
     retry_wait: float = 0.5
     info: dict = field(default_factory=dict)
+    http: HttpRanges | None = None  # the checked client for http(s)://; None: fsspec
+    in_flight: int = 4
 
     def __post_init__(self):
         self.bytes_read = 0
         self.requests = 0
         self._lock = threading.Lock()
+        self.limit = Limit(self.in_flight)
 
     def read(self, start: int, end: int, what: str) -> bytes:
         """Bytes [start, end): a dropped connection or short answer is retried, then named in the error."""
@@ -85,8 +92,15 @@ class RangeReader:
                 time.sleep(self.retry_wait * 2 ** (attempt - 1))
                 logger.info("retry %d/%d of %s in %s after: %s", attempt, self.retries, what, self.url, last)
             try:
-                data = self._fetch(start, end)
+                self.limit.acquire(limits.attempt_timeout(end - start) * (self.retries + 1))
+                try:
+                    data = self._fetch(start, end, what)
+                finally:
+                    self.limit.release()
             except Exception as err:  # noqa: BLE001 - backends raise their own types (aiohttp, httpx, botocore)
+                if isinstance(err, Dropped) and self.limit.limit > 1:
+                    logger.info("%s refused or reset a connection (%s): one request in flight from now on", self.url, err)
+                    self.limit.lower()
                 if _is_timeout(err):
                     err = _Transient(f"timed out ({limits.timeout_hint()})")
                 if not _is_transient(err):
@@ -106,8 +120,11 @@ class RangeReader:
                           f"attempts: {type(last).__name__}: {last}. The connection keeps failing; retry later, or "
                           f"download the archives (`thermvision-db download`)") from last
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int, what: str) -> bytes:
         from fsspec.asyn import AsyncFileSystem
+
+        if self.http is not None:
+            return self.http.get(start, end, what)
 
         if isinstance(self.fs, AsyncFileSystem):  # HTTP, S3, GCS: one ranged GET, bounded in time for HTTP
             return self.fs.cat_file(self.path, start=start, end=end, **http_timeout(self.fs, end - start))
@@ -167,18 +184,24 @@ class _SparseFile(io.RawIOBase):
 class RemoteZipArchive(ZipArchive):
     """One released zip at a URL, read member by member; picklable for `num_proc` and DataLoader workers."""
 
-    def __init__(self, url: str, root: str, storage_options: dict | None = None, readahead: int = READAHEAD_BYTES):
+    def __init__(self, url: str, root: str, storage_options: dict | None = None, readahead: int | None = None,
+                 workers: int | None = None):
+        """`readahead`: the read-ahead byte budget (None: $THERMVISION_DB_READAHEAD_BYTES or 64 MiB); `workers`:
+        range requests in flight (None: $THERMVISION_DB_REMOTE_WORKERS or 4)."""
         super().__init__(url, root)  # `path` is the URL: error messages name it
         self.url = url
         self.storage_options = storage_options or {}
         self.readahead = readahead
+        self.workers = workers
         self._setup_lock = threading.RLock()
         self._reader: RangeReader | None = None
         self._reader_pid: int | None = None
+        self._ahead: ReadAhead | None = None
         self._directory: tuple[int, bytes] | None = None
 
     def __getstate__(self):
-        return {"url": self.url, "root": self.root, "storage_options": self.storage_options, "readahead": self.readahead}
+        return {"url": self.url, "root": self.root, "storage_options": self.storage_options, "readahead": self.readahead,
+                "workers": self.workers}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -187,9 +210,20 @@ class RemoteZipArchive(ZipArchive):
     def reader(self) -> RangeReader:
         with self._setup_lock:
             if self._reader is None or self._reader_pid != os.getpid():  # a forked worker opens its own session
-                self._reader = open_range_reader(self.url, self.storage_options)
+                self._reader = open_range_reader(self.url, self.storage_options, self.workers)
                 self._reader_pid = os.getpid()
+                self._ahead = None
             return self._reader
+
+    @property
+    def ahead(self) -> ReadAhead:
+        """The read-ahead of this process (`peak` and `held` count its buffered bytes)."""
+        reader = self.reader
+        with self._setup_lock:
+            if self._ahead is None:
+                self._ahead = ReadAhead(reader.read, self.url, self.readahead, reader.in_flight - STREAMS,
+                                        streams=STREAMS, attempts=reader.retries + 1)
+            return self._ahead
 
     def info(self) -> dict:
         return self.reader.info
@@ -213,6 +247,7 @@ class RemoteZipArchive(ZipArchive):
             self._local.order = sorted(handle.infolist(), key=lambda i: i.header_offset)
             self._local.offsets = [i.header_offset for i in self._local.order]
             self._local.directory_start = handle.start_dir  # not `start`: a small archive's tail holds members too
+            self._local.runs = _runs(self._local.order)
             self._pid = os.getpid()
         return handle
 
@@ -235,24 +270,54 @@ class RemoteZipArchive(ZipArchive):
         info = zf.getinfo(self.index[member])
         limits.check_member(self.url, member, info)  # before any byte of it travels
         self._ensure_window(info, member)
-        return super().read(member)
+        try:
+            return super().read(member)
+        finally:
+            self._local.sparse.windows.clear()
 
-    def _ensure_window(self, info: zipfile.ZipInfo, member: str) -> None:
-        """Fetch this member and the next members of its folder (up to `readahead` bytes) in one request."""
-        local = self._local
-        order, offsets, sparse = local.order, local.offsets, local.sparse
-        k = bisect.bisect_left(offsets, info.header_offset)
-        end = _member_end(order, k, local.directory_start)
-        if sparse.covering(info.header_offset, end) is not None:
+    def prefetch(self, member: str) -> None:
+        """Start fetching `member` and the rest of its run without waiting (a hint; a read reports any error)."""
+        if member not in self.index:
             return
-        folder, suffix = _folder_and_suffix(info.filename)
+        info = self._zip().getinfo(self.index[member])
+        try:
+            limits.check_member(self.url, member, info)
+        except SourceError:
+            return  # the read names it
+        self._ensure_window(info, member, wait=False)
+
+    def _ensure_window(self, info: zipfile.ZipInfo, member: str, wait: bool = True) -> None:
+        """Fetch this member through the read-ahead of its run (its folder's members of its kind, in order)."""
+        local = self._local
+        order, offsets, sparse, runs = local.order, local.offsets, local.sparse, local.runs
+        k = bisect.bisect_left(offsets, info.header_offset)
+        first, last = runs[k]
+
+        def extents(base: int) -> list[tuple[int, int, str]]:
+            return [(order[i].header_offset, _member_end(order, i, local.directory_start), order[i].filename)
+                    for i in range(base, last)]
+
+        if not wait:
+            return self.ahead.start((first, last), extents, k)
+        start, data = self.ahead.get((first, last), k, extents, k)
+        sparse.windows.clear()  # the chunk is held by the read-ahead; the sparse file only borrows it
+        sparse.add_window(start, data)
+
+
+def _runs(order: list[zipfile.ZipInfo]) -> list[tuple[int, int]]:
+    """For each member (in archive order) the [first, last) indices of its run: the neighbours of the same folder
+    and kind. MP4s are runs of one: no read-ahead into the decoy MP4s beside a video."""
+    runs: list[tuple[int, int]] = []
+    k = 0
+    while k < len(order):
+        folder_kind = _folder_and_suffix(order[k].filename)
         j = k + 1
-        while suffix not in _ALONE and j < len(order) and _folder_and_suffix(order[j].filename) == (folder, suffix):
-            next_end = _member_end(order, j, local.directory_start)
-            if next_end - info.header_offset > self.readahead:
-                break
-            end, j = next_end, j + 1
-        sparse.add_window(info.header_offset, self.reader.read(info.header_offset, end, f"member {member!r}"))
+        if folder_kind[1] not in _ALONE:
+            while j < len(order) and _folder_and_suffix(order[j].filename) == folder_kind:
+                j += 1
+        runs.extend([(k, j)] * (j - k))
+        k = j
+    return runs
 
 
 def _folder_and_suffix(name: str) -> tuple[str, str]:
@@ -280,23 +345,51 @@ def _url_to_fs(url: str, storage_options: dict):
     return url_to_fs(url, **storage_options)
 
 
-def open_range_reader(url: str, storage_options: dict | None = None) -> RangeReader:
+def _dropped(err: BaseException | None) -> bool:
+    """A connection refused, reset or closed early (retried), not a timeout, a refusal or a missing file."""
+    if isinstance(err, ConnectionError):
+        return True
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    return isinstance(err, aiohttp.ClientConnectionError) and not _is_timeout(err)
+
+
+def open_range_reader(url: str, storage_options: dict | None = None, workers: int | None = None) -> RangeReader:
     """A RangeReader for `url`; a missing backend or file gives an error that says which and what to do."""
     try:
         fs, path = _url_to_fs(url, storage_options or {})
     except ImportError as err:
         raise SourceError(f"cannot read {url}: its fsspec backend is not installed ({err}); e.g. `pip install s3fs` "
                           f"for s3://, `pip install gcsfs` for gs://") from err
-    try:
-        info = fs.info(path, **http_timeout(fs, 0))
-    except FileNotFoundError as err:
-        raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
-    except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth, redirect loops: the URL named
-        why = f"timed out ({limits.timeout_hint()})" if _is_timeout(err) else f"{type(err).__name__}: {err}"
-        raise SourceError(f"cannot reach {url}: {why}") from err
+    retries, wait = limits.retries(), limits.retry_wait()
+    for attempt in range(retries + 1):
+        try:
+            info = fs.info(path, **http_timeout(fs, 0))
+            break
+        except FileNotFoundError as err:
+            if not _dropped(err.__cause__):  # fsspec's HTTP info says "not found" for a reset connection too
+                raise MissingRemoteFile(f"{url} does not exist (or needs credentials to be seen)") from err
+            why, last = f"{type(err.__cause__).__name__}: {err.__cause__}", err
+        except Exception as err:  # noqa: BLE001 - offline mode, DNS, TLS, auth, redirect loops: the URL named
+            why = f"timed out ({limits.timeout_hint()})" if _is_timeout(err) else f"{type(err).__name__}: {err}"
+            if not _dropped(err):
+                raise SourceError(f"cannot reach {url}: {why}") from err
+            last = err
+        if attempt < retries:
+            logger.info("retry %d/%d of the HEAD of %s after: %s", attempt + 1, retries, url, why)
+            time.sleep(wait * 2 ** attempt)
+    else:
+        raise SourceError(f"cannot reach {url} after {retries + 1} attempts: {why}") from last
     if not info.get("size"):
         raise SourceError(f"{url} reports no size: the server must send Content-Length and honour Range requests")
-    retries, wait = limits.retries(), limits.retry_wait()
-    return RangeReader(fs, path, url, int(info["size"]), retries=retries, retry_wait=wait, info=info)
+    size = int(info["size"])
+    http = None
+    options = storage_options or {}
+    if url.split("://", 1)[0].lower() in ("http", "https") and set(options) <= {"headers"}:
+        http = HttpRanges(url, size, etag_of(info), options.get("headers"))
+    return RangeReader(fs, path, url, size, retries=retries, retry_wait=wait, info=info, http=http,
+                       in_flight=(default_workers() if workers is None else max(1, workers)) + STREAMS)
 
 
