@@ -36,8 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generator.corpus.writers import VideoFileWriter, VideoSpec, WriterPool  # noqa: E402
 from thermvision_db.demo.miniature import face_box, render_thermal_face  # noqa: E402
-from thermvision_db.io.decode import read_frames
-from thermvision_db.io.encode import write_mp4
+from thermvision_db.io.decode import read_frames  # noqa: E402
+from thermvision_db.io.encode import write_mp4  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import writer_stages  # noqa: E402  (benchmarks/writer_stages.py)
 
 PAPER_SETS = {"head_pose": 354, "expression": 250}
 SIZE = 512
@@ -138,6 +141,35 @@ def best_of(repeats: int, fn, *args, **kwargs) -> dict:
     return best
 
 
+def before_after(sets: dict, repeats: int) -> dict:
+    """Today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`), alternated, best of
+    `repeats` each; the first pair's files compared byte for byte and pixel for pixel; then the stages alone."""
+    runs = {"legacy": [], "new": []}
+    same = None
+    for _ in range(repeats):
+        root = Path(tempfile.mkdtemp(prefix="thermvision-before-after-"))
+        try:
+            for label, cls in (("legacy", writer_stages.LegacyVideoFileWriter), ("new", VideoFileWriter)):
+                (root / label).mkdir()
+                runs[label].append(writer_stages.write_sets(cls, sets, root / label))
+            if same is None:
+                same = writer_stages.same_files(root / "new", root / "legacy")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    stages = None
+    for _ in range(repeats):
+        folder = Path(tempfile.mkdtemp(prefix="thermvision-stages-"))
+        try:
+            run = writer_stages.stage_costs(sets, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        stages = run if stages is None else {k: min(v, run[k]) if isinstance(v, float) else v
+                                             for k, v in stages.items()}
+    return {"legacy_cpu_s": min(runs["legacy"]), "new_cpu_s": min(runs["new"]),
+            "runs_cpu_s": {k: [round(v, 3) for v in r] for k, r in runs.items()}, "same_files": same,
+            "stages_cpu_s": stages}
+
+
 def gpu_paced_overlap(sets: dict, gpu_ms: float, writers: int, repeats: int) -> dict:
     """Wall time of a loop that 'computes' each frame for gpu_ms (a sleep: the GPU works, the CPU is free) and
     hands it to the writers: inline (writers=0) vs a pool; alternated, best of `repeats` each."""
@@ -222,6 +254,7 @@ def run(args) -> dict:
     mp4_only = best_of(args.repeats, writer_cost, sets, png=False)
     handoff = best_of(args.repeats, handoff_cost, sets)
     scale = 604 / n  # per identity of the paper
+    compared = before_after(sets, args.repeats)
     result = {
         "machine": f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores (shared), no GPU",
         "frames_per_identity": n, "size": SIZE, "frame_source": "thermvision_db.demo.miniature.render_thermal_face",
@@ -239,7 +272,15 @@ def run(args) -> dict:
         "runs_cpu_s": {"pool": pool["all_runs_cpu_s"], "naive": naive["all_runs_cpu_s"],
                        "mp4_only": mp4_only["all_runs_cpu_s"]},
         "aim_cpu_s_per_identity": 3.0,
-        "settings": {"pool": f"1-channel PNG (OpenCV level 1, Huffman, up filter) + x264 crf 18 {VideoSpec.preset} "
+        "before_issue_25_cpu_s_per_identity": round(compared["legacy_cpu_s"] * scale, 3),
+        "after_issue_25_cpu_s_per_identity": round(compared["new_cpu_s"] * scale, 3),
+        "after_over_before": round(compared["new_cpu_s"] / compared["legacy_cpu_s"], 3),
+        "before_after_runs_cpu_s": compared["runs_cpu_s"],
+        "same_files_as_before": compared["same_files"],
+        "stages_cpu_s_per_identity": {k: round(v * scale, 3) if isinstance(v, float) else v
+                                      for k, v in compared["stages_cpu_s"].items()},
+        "settings": {"pool": f"1-channel PNG (raw chunks, {writer_stages.default_backend()}, level 1, Huffman, up "
+                             f"filter) + x264 crf 18 {VideoSpec.preset} "
                              f"{VideoSpec.x264_params}, 1 thread",
                      "naive": "PIL 3-channel PNG level 6 + x264 crf 18 medium, 1 thread"},
         "torch_threads": torch.get_num_threads(),
@@ -276,7 +317,13 @@ def report(result: dict) -> str:
              f"{r['baseline_naive_png_cpu_s']:.2f} + H.264 {r['baseline_naive_h264_cpu_s']:.2f})",
              f"  speed-up {r['speedup_vs_naive']:.1f}x; the feeding loop's own hand-off: "
              f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity",
-             f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}"]
+             f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}",
+             f"  before/after issue 25 (same run, alternated): {r['before_issue_25_cpu_s_per_identity']:.2f} -> "
+             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity ({r['after_over_before']:.2f}x); "
+             f"same files: {r['same_files_as_before']}",
+             "  CPU-s per identity by stage (each stage alone):",
+             *writer_stages.stage_table(r["stages_cpu_s_per_identity"], 1.0),
+             f"  load average {r['load_average_before']} before, {r.get('load_average_after')} after"]
     if "gpu_paced_overlap" in r:
         o = r["gpu_paced_overlap"]
         lines.append(f"  GPU-paced loop ({o['gpu_ms_per_frame']} ms/frame): inline {o['inline_wall_s']:.1f} s, pool "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -90,15 +91,17 @@ def _check_frame(frame) -> np.ndarray:
     return check_frame(frame)
 
 
-def gray_plane(frame: np.ndarray) -> np.ndarray | None:
+def gray_plane(frame: np.ndarray, planes: list | None = None) -> np.ndarray | None:
     """The frame's one channel as a C-contiguous (H, W) array when it is gray ((H, W), or three equal channels),
-    None when it has colour. One pass of OpenCV's channel split and two comparisons (no boolean temporaries)."""
+    None when it has colour. One pass of OpenCV's channel split and two comparisons (no boolean temporaries);
+    `planes`: three (H, W) uint8 arrays the split writes into (a writer's own, reused from frame to frame)."""
     import cv2
 
     frame = _check_frame(frame)
     if frame.ndim == 2:
         return np.ascontiguousarray(frame)
-    first, second, third = cv2.split(frame)
+    usable = planes is not None and all(p.shape == frame.shape[:2] and p.dtype == np.uint8 for p in planes)
+    first, second, third = cv2.split(frame, planes) if usable else cv2.split(frame)
     if cv2.norm(first, second, cv2.NORM_INF) == 0 and cv2.norm(first, third, cv2.NORM_INF) == 0:
         return first
     return None
@@ -194,6 +197,7 @@ class H264Writer:
         self.stream = None
         self.table_lookup = table_lookup
         self.gray_table = None  # (luma table, chroma value), or False: libswscale converts (set at the first frame)
+        self._buffer = None  # the yuv420p frame buffer, reused once PyAV and the encoder have let go of it
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
 
     def write(self, frame: np.ndarray) -> None:
@@ -218,7 +222,9 @@ class H264Writer:
 
     def _gray_frame(self, gray: np.ndarray):
         """The yuv420p frame the encoder would make of `gray` itself (libswscale), made by a table look-up into a
-        fresh buffer that PyAV wraps without a copy: the same encoder input, the same bytes."""
+        buffer that PyAV wraps without a copy: the same encoder input, the same bytes. The buffer is reused only
+        when nothing but this writer refers to it (the wrapped frame of the last call and any reference the
+        encoder kept are counted in its reference count), so a frame is never overwritten while it is read."""
         import cv2
 
         import av
@@ -230,8 +236,10 @@ class H264Writer:
             return av.VideoFrame.from_ndarray(np.ascontiguousarray(gray), format="gray")
         table, chroma = self.gray_table
         height = self.size[0]
-        buffer = np.empty((height * 3 // 2, self.size[1]), np.uint8)
-        buffer[height:] = chroma
+        if self._buffer is None or sys.getrefcount(self._buffer) > 2:  # still held by the encoder: a new one
+            self._buffer = np.empty((height * 3 // 2, self.size[1]), np.uint8)
+            self._buffer[height:] = chroma
+        buffer = self._buffer
         luma = buffer[:height]
         if not gray.flags.c_contiguous:
             np.take(table, gray, out=luma)

@@ -111,8 +111,13 @@ def write_png(path: str | os.PathLike, frame: np.ndarray, backend: str | None = 
 
     On an OS error (a full disk, a read-only or missing folder) the temporary file is removed and an `OSError`
     with the same errno names the folder and the frame."""
+    return write_file(path, encode_png(frame, backend))  # a bad frame fails in the encoder, before any file exists
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> Path:
+    """`data` to a temporary name beside `path` (no fsync: the corpus renames the whole identity folder when it
+    is complete), then renamed to `path`; on any failure the temporary file is removed."""
     path = Path(path)
-    data = encode_png(frame, backend)  # a bad frame fails here, before any file exists
     tmp = temporary_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)

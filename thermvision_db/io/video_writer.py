@@ -45,6 +45,7 @@ class VideoFileWriter:
         self.count = 0
         self.gray = True
         self.size: tuple[int, int] | None = None
+        self.planes: list | None = None
         self.cpu_seconds = 0.0
         self.current = spec.mp4
         start = time.process_time()
@@ -89,7 +90,10 @@ class VideoFileWriter:
         elif frame.shape[:2] != self.size:
             raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
                              f"{self.size[1]}x{self.size[0]} ({self.spec.mp4})")
-        gray = gray_plane(frame)  # checked once: both writers then take the one channel
+        if self.planes is None and frame.ndim == 3:
+            self.planes = [np.empty(frame.shape[:2], np.uint8) for _ in range(3)]
+        gray = gray_plane(frame, self.planes)  # checked once: both writers then take the one channel (reused
+        # buffers: the PNG and the encoder are done with this frame's plane when write() returns)
         image = gray if gray is not None else np.ascontiguousarray(frame)
         self.gray = self.gray and gray is not None
         if self.spec.png_dir is not None:
