@@ -146,10 +146,11 @@ def before_after(sets: dict, repeats: int) -> dict:
     `repeats` each; the first pair's files compared byte for byte and pixel for pixel; then the stages alone."""
     runs = {"legacy": [], "new": []}
     same = None
-    for _ in range(max(repeats, 3)):  # cheap next to the naive writers: a steadier best
+    pair = (("legacy", writer_stages.LegacyVideoFileWriter), ("new", VideoFileWriter))
+    for k in range(max(repeats, 3)):  # cheap next to the naive writers: a steadier best; each goes first in turn
         root = Path(tempfile.mkdtemp(prefix="thermvision-before-after-"))
         try:
-            for label, cls in (("legacy", writer_stages.LegacyVideoFileWriter), ("new", VideoFileWriter)):
+            for label, cls in pair if k % 2 == 0 else pair[::-1]:
                 (root / label).mkdir()
                 runs[label].append(writer_stages.write_sets(cls, sets, root / label))
             if same is None:
@@ -157,10 +158,10 @@ def before_after(sets: dict, repeats: int) -> dict:
         finally:
             shutil.rmtree(root, ignore_errors=True)
     stages = None
-    for _ in range(repeats):
+    for k in range(max(repeats, 3)):
         folder = Path(tempfile.mkdtemp(prefix="thermvision-stages-"))
         try:
-            run = writer_stages.stage_costs(sets, folder)
+            run = writer_stages.stage_costs(sets, folder, new_first=k % 2 == 1)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         stages = run if stages is None else {k: min(v, run[k]) if isinstance(v, float) else v

@@ -22,7 +22,7 @@ import numpy as np
 
 from thermvision_db.errors import InputError
 
-try:  # optional: the same zlib API, faster (SIMD) deflate and CRC-32
+try:  # a core dependency (the zlib API, SIMD deflate and CRC-32); without it the standard library's zlib
     from zlib_ng import zlib_ng as _zlib_ng
 except ImportError:  # pragma: no cover - exercised by forcing the fallback in the tests
     _zlib_ng = None
