@@ -9,9 +9,12 @@ nose, sensor noise, swaying like the head-pose video), rendered before any timin
 of `--repeats` (other processes share this machine):
 
 - naive: the writers before the pool, inline: PIL 3-channel PNG at compress level 6 + x264 crf 18 preset medium;
-- pool: what each writer process spends (`VideoFileWriter`: 1-channel PNG through OpenCV + x264 crf 18, fast settings),
+- pool: what each writer process spends (`VideoFileWriter`: 1-channel PNG from raw chunks + x264 crf 18, fast settings),
   plus what the loop feeding the GPU spends handing frames over (`handoff_main_cpu_s_per_identity`);
 - the same without PNG frames (`frames='none'`), and file sizes and PSNR of each MP4 against its frames;
+- before/after issue 25: today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`: NumPy gray
+  check, OpenCV PNG, libswscale gray conversion), `--pairs` alternated pairs, whether both wrote the same files, and
+  CPU-s by stage (benchmarks/writer_stages.py);
 - overlap: the corpus pipeline's wall time with the writer pool and inline (`writers=0`), tiny preset with a
   tiny LivePortrait whose output is 512 px; and a GPU-paced loop (a sleep of `--gpu-ms` per frame stands in for
   LivePortrait on a GPU) feeding 604 frames to the writers, inline vs the pool.
@@ -141,13 +144,13 @@ def best_of(repeats: int, fn, *args, **kwargs) -> dict:
     return best
 
 
-def before_after(sets: dict, repeats: int) -> dict:
+def before_after(sets: dict, repeats: int, pairs: int = 5) -> dict:
     """Today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`), alternated, best of
     `repeats` each; the first pair's files compared byte for byte and pixel for pixel; then the stages alone."""
     runs = {"legacy": [], "new": []}
     same = None
     pair = (("legacy", writer_stages.LegacyVideoFileWriter), ("new", VideoFileWriter))
-    for k in range(max(repeats, 3)):  # cheap next to the naive writers: a steadier best; each goes first in turn
+    for k in range(pairs):  # cheap next to the naive writers: pairs, each writer going first in turn
         root = Path(tempfile.mkdtemp(prefix="thermvision-before-after-"))
         try:
             for label, cls in pair if k % 2 == 0 else pair[::-1]:
@@ -166,7 +169,9 @@ def before_after(sets: dict, repeats: int) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
         stages = run if stages is None else {k: min(v, run[k]) if isinstance(v, float) else v
                                              for k, v in stages.items()}
+    ratios = sorted(new / old for new, old in zip(runs["new"], runs["legacy"]))
     return {"legacy_cpu_s": min(runs["legacy"]), "new_cpu_s": min(runs["new"]),
+            "pair_ratio_median": ratios[len(ratios) // 2], "pair_ratios": [round(r, 3) for r in ratios],
             "runs_cpu_s": {k: [round(v, 3) for v in r] for k, r in runs.items()}, "same_files": same,
             "stages_cpu_s": stages}
 
@@ -255,7 +260,7 @@ def run(args) -> dict:
     mp4_only = best_of(args.repeats, writer_cost, sets, png=False)
     handoff = best_of(args.repeats, handoff_cost, sets)
     scale = 604 / n  # per identity of the paper
-    compared = before_after(sets, args.repeats)
+    compared = before_after(sets, args.repeats, args.pairs)
     result = {
         "machine": f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores (shared), no GPU",
         "frames_per_identity": n, "size": SIZE, "frame_source": "thermvision_db.demo.miniature.render_thermal_face",
@@ -276,6 +281,8 @@ def run(args) -> dict:
         "before_issue_25_cpu_s_per_identity": round(compared["legacy_cpu_s"] * scale, 3),
         "after_issue_25_cpu_s_per_identity": round(compared["new_cpu_s"] * scale, 3),
         "after_over_before": round(compared["new_cpu_s"] / compared["legacy_cpu_s"], 3),
+        "after_over_before_pair_median": round(compared["pair_ratio_median"], 3),
+        "after_over_before_pairs": compared["pair_ratios"],
         "before_after_runs_cpu_s": compared["runs_cpu_s"],
         "same_files_as_before": compared["same_files"],
         "stages_cpu_s_per_identity": {k: round(v * scale, 3) if isinstance(v, float) else v
@@ -301,6 +308,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--paper-frames", dest="frames", type=int, default=None,
                    help="frames per identity (default 604, the paper's); fewer for a quick look, scaled to 604")
     g.add_argument("--repeats", type=int, default=2, help="best of N (the machine is shared)")
+    g.add_argument("--pairs", type=int, default=5, help="before/after pairs (today's writer vs the one before)")
     g.add_argument("--writers", type=int, default=1, help="writer processes in the overlap runs")
     g.add_argument("--gpu-ms", type=float, default=3.0, help="GPU-paced loop: ms per frame standing in for the GPU "
                                                              "(0: skip); 3 ms/frame is LivePortrait's aim on one GPU")
@@ -320,7 +328,8 @@ def report(result: dict) -> str:
              f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity",
              f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}",
              f"  before/after issue 25 (same run, alternated): {r['before_issue_25_cpu_s_per_identity']:.2f} -> "
-             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity ({r['after_over_before']:.2f}x); "
+             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity, best of {len(r['after_over_before_pairs'])} "
+             f"each ({r['after_over_before']:.2f}x; median of the pairs' ratios {r['after_over_before_pair_median']:.2f}x); "
              f"same files: {r['same_files_as_before']}",
              "  CPU-s per identity by stage (each stage alone):",
              *writer_stages.stage_table(r["stages_cpu_s_per_identity"], 1.0),
