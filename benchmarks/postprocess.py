@@ -328,9 +328,9 @@ def report(result: dict) -> str:
              f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity",
              f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}",
              f"  before/after issue 25 (same run, alternated): {r['before_issue_25_cpu_s_per_identity']:.2f} -> "
-             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity, best of {len(r['after_over_before_pairs'])} "
-             f"each ({r['after_over_before']:.2f}x; median of the pairs' ratios {r['after_over_before_pair_median']:.2f}x); "
-             f"same files: {r['same_files_as_before']}",
+             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity, best of "
+             f"{len(r['after_over_before_pairs'])} each ({r['after_over_before']:.2f}x; median of the pairs' ratios "
+             f"{r['after_over_before_pair_median']:.2f}x); same files: {r['same_files_as_before']}",
              "  CPU-s per identity by stage (each stage alone):",
              *writer_stages.stage_table(r["stages_cpu_s_per_identity"], 1.0),
              f"  load average {r['load_average_before']} before, {r.get('load_average_after')} after"]
