@@ -119,8 +119,13 @@ def write_file(path: str | os.PathLike, data: bytes) -> Path:
     is complete), then renamed to `path`; on any failure the temporary file is removed."""
     path = Path(path)
     tmp = temporary_name(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:  # a killed run's leftover, or a link planted there: removed (never followed)
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o666)
     except OSError as err:
         raise _named(err, path) from err
     try:

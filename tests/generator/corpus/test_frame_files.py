@@ -230,6 +230,20 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
     assert caught.value.errno == errno.EROFS and list(folder.iterdir()) == []
 
 
+def test_a_leftover_or_a_link_at_the_temporary_name_is_replaced_never_followed(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("keep me")
+    frames = [_face(32, i)[..., 0].copy() for i in range(2)]
+    (folder / ".00000.png.partial").write_bytes(b"half a frame from a killed run")
+    (folder / ".00001.png.partial").symlink_to(outside)
+    for i, frame in enumerate(frames):
+        png.write_png(folder / f"{i:05d}.png", frame)
+        assert np.array_equal(np.asarray(Image.open(folder / f"{i:05d}.png")), frame)
+    assert outside.read_text() == "keep me" and sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png"]
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((32, 32, 3), np.float32), r"frame 1: frames must be \(H, W, 3\) or \(H, W\) uint8, got \(32, 32, 3\) "
                                         r"float32 \(.*v\.mp4\)"),
