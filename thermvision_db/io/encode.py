@@ -198,6 +198,8 @@ class H264Writer:
         self.table_lookup = table_lookup
         self.gray_table = None  # (luma table, chroma value), or False: libswscale converts (set at the first frame)
         self._buffer = None  # the yuv420p frame buffer, reused once PyAV and the encoder have let go of it
+        if self.tmp.is_symlink() or self.tmp.exists():  # a killed run's leftover or a planted link: never written
+            self.tmp.unlink()  # through (a link itself is removed, its target untouched)
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
 
     def write(self, frame: np.ndarray) -> None:

@@ -230,7 +230,7 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
     assert caught.value.errno == errno.EROFS and list(folder.iterdir()) == []
 
 
-def test_a_leftover_or_a_link_at_the_temporary_name_is_replaced_never_followed(tmp_path):
+def test_a_leftover_or_a_link_at_a_temporary_name_is_replaced_never_followed(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     outside = tmp_path / "secret.txt"
@@ -242,6 +242,11 @@ def test_a_leftover_or_a_link_at_the_temporary_name_is_replaced_never_followed(t
         png.write_png(folder / f"{i:05d}.png", frame)
         assert np.array_equal(np.asarray(Image.open(folder / f"{i:05d}.png")), frame)
     assert outside.read_text() == "keep me" and sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png"]
+    (tmp_path / ".v.mp4.partial").symlink_to(outside)  # the same for the video's temporary name
+    writer = VideoFileWriter(VideoSpec(mp4=str(tmp_path / "v.mp4"), fps=30.0))
+    writer.write(frames[0])
+    writer.close()
+    assert outside.read_text() == "keep me" and read_frames(tmp_path / "v.mp4").shape == (1, 32, 32, 3)
 
 
 @pytest.mark.parametrize("bad, message", [
