@@ -9,9 +9,12 @@ nose, sensor noise, swaying like the head-pose video), rendered before any timin
 of `--repeats` (other processes share this machine):
 
 - naive: the writers before the pool, inline: PIL 3-channel PNG at compress level 6 + x264 crf 18 preset medium;
-- pool: what each writer process spends (`VideoFileWriter`: 1-channel PNG through OpenCV + x264 crf 18, fast settings),
+- pool: what each writer process spends (`VideoFileWriter`: 1-channel PNG from raw chunks + x264 crf 18, fast settings),
   plus what the loop feeding the GPU spends handing frames over (`handoff_main_cpu_s_per_identity`);
 - the same without PNG frames (`frames='none'`), and file sizes and PSNR of each MP4 against its frames;
+- before/after issue 25: today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`: NumPy gray
+  check, OpenCV PNG, libswscale gray conversion), `--pairs` alternated pairs, whether both wrote the same files, and
+  CPU-s by stage (benchmarks/writer_stages.py);
 - overlap: the corpus pipeline's wall time with the writer pool and inline (`writers=0`), tiny preset with a
   tiny LivePortrait whose output is 512 px; and a GPU-paced loop (a sleep of `--gpu-ms` per frame stands in for
   LivePortrait on a GPU) feeding 604 frames to the writers, inline vs the pool.
@@ -36,8 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generator.corpus.writers import VideoFileWriter, VideoSpec, WriterPool  # noqa: E402
 from thermvision_db.demo.miniature import face_box, render_thermal_face  # noqa: E402
-from thermvision_db.io.decode import read_frames
-from thermvision_db.io.encode import write_mp4
+from thermvision_db.io.decode import read_frames  # noqa: E402
+from thermvision_db.io.encode import write_mp4  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import writer_stages  # noqa: E402  (benchmarks/writer_stages.py)
 
 PAPER_SETS = {"head_pose": 354, "expression": 250}
 SIZE = 512
@@ -138,6 +144,38 @@ def best_of(repeats: int, fn, *args, **kwargs) -> dict:
     return best
 
 
+def before_after(sets: dict, repeats: int, pairs: int = 5) -> dict:
+    """Today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`), alternated, best of
+    `repeats` each; the first pair's files compared byte for byte and pixel for pixel; then the stages alone."""
+    runs = {"legacy": [], "new": []}
+    same = None
+    pair = (("legacy", writer_stages.LegacyVideoFileWriter), ("new", VideoFileWriter))
+    for k in range(pairs):  # cheap next to the naive writers: pairs, each writer going first in turn
+        root = Path(tempfile.mkdtemp(prefix="thermvision-before-after-"))
+        try:
+            for label, cls in pair if k % 2 == 0 else pair[::-1]:
+                (root / label).mkdir()
+                runs[label].append(writer_stages.write_sets(cls, sets, root / label))
+            if same is None:
+                same = writer_stages.same_files(root / "new", root / "legacy")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    stages = None
+    for k in range(max(repeats, 3)):
+        folder = Path(tempfile.mkdtemp(prefix="thermvision-stages-"))
+        try:
+            run = writer_stages.stage_costs(sets, folder, new_first=k % 2 == 1)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        stages = run if stages is None else {k: min(v, run[k]) if isinstance(v, float) else v
+                                             for k, v in stages.items()}
+    ratios = sorted(new / old for new, old in zip(runs["new"], runs["legacy"]))
+    return {"legacy_cpu_s": min(runs["legacy"]), "new_cpu_s": min(runs["new"]),
+            "pair_ratio_median": ratios[len(ratios) // 2], "pair_ratios": [round(r, 3) for r in ratios],
+            "runs_cpu_s": {k: [round(v, 3) for v in r] for k, r in runs.items()}, "same_files": same,
+            "stages_cpu_s": stages}
+
+
 def gpu_paced_overlap(sets: dict, gpu_ms: float, writers: int, repeats: int) -> dict:
     """Wall time of a loop that 'computes' each frame for gpu_ms (a sleep: the GPU works, the CPU is free) and
     hands it to the writers: inline (writers=0) vs a pool; alternated, best of `repeats` each."""
@@ -222,6 +260,7 @@ def run(args) -> dict:
     mp4_only = best_of(args.repeats, writer_cost, sets, png=False)
     handoff = best_of(args.repeats, handoff_cost, sets)
     scale = 604 / n  # per identity of the paper
+    compared = before_after(sets, args.repeats, args.pairs)
     result = {
         "machine": f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores (shared), no GPU",
         "frames_per_identity": n, "size": SIZE, "frame_source": "thermvision_db.demo.miniature.render_thermal_face",
@@ -239,7 +278,17 @@ def run(args) -> dict:
         "runs_cpu_s": {"pool": pool["all_runs_cpu_s"], "naive": naive["all_runs_cpu_s"],
                        "mp4_only": mp4_only["all_runs_cpu_s"]},
         "aim_cpu_s_per_identity": 3.0,
-        "settings": {"pool": f"1-channel PNG (OpenCV level 1, Huffman, up filter) + x264 crf 18 {VideoSpec.preset} "
+        "before_issue_25_cpu_s_per_identity": round(compared["legacy_cpu_s"] * scale, 3),
+        "after_issue_25_cpu_s_per_identity": round(compared["new_cpu_s"] * scale, 3),
+        "after_over_before": round(compared["new_cpu_s"] / compared["legacy_cpu_s"], 3),
+        "after_over_before_pair_median": round(compared["pair_ratio_median"], 3),
+        "after_over_before_pairs": compared["pair_ratios"],
+        "before_after_runs_cpu_s": compared["runs_cpu_s"],
+        "same_files_as_before": compared["same_files"],
+        "stages_cpu_s_per_identity": {k: round(v * scale, 3) if isinstance(v, float) else v
+                                      for k, v in compared["stages_cpu_s"].items()},
+        "settings": {"pool": f"1-channel PNG (raw chunks, {writer_stages.default_backend()}, level 1, Huffman, up "
+                             f"filter) + x264 crf 18 {VideoSpec.preset} "
                              f"{VideoSpec.x264_params}, 1 thread",
                      "naive": "PIL 3-channel PNG level 6 + x264 crf 18 medium, 1 thread"},
         "torch_threads": torch.get_num_threads(),
@@ -259,6 +308,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--paper-frames", dest="frames", type=int, default=None,
                    help="frames per identity (default 604, the paper's); fewer for a quick look, scaled to 604")
     g.add_argument("--repeats", type=int, default=2, help="best of N (the machine is shared)")
+    g.add_argument("--pairs", type=int, default=5, help="before/after pairs (today's writer vs the one before)")
     g.add_argument("--writers", type=int, default=1, help="writer processes in the overlap runs")
     g.add_argument("--gpu-ms", type=float, default=3.0, help="GPU-paced loop: ms per frame standing in for the GPU "
                                                              "(0: skip); 3 ms/frame is LivePortrait's aim on one GPU")
@@ -276,7 +326,14 @@ def report(result: dict) -> str:
              f"{r['baseline_naive_png_cpu_s']:.2f} + H.264 {r['baseline_naive_h264_cpu_s']:.2f})",
              f"  speed-up {r['speedup_vs_naive']:.1f}x; the feeding loop's own hand-off: "
              f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity",
-             f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}"]
+             f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}",
+             f"  before/after issue 25 (same run, alternated): {r['before_issue_25_cpu_s_per_identity']:.2f} -> "
+             f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity, best of "
+             f"{len(r['after_over_before_pairs'])} each ({r['after_over_before']:.2f}x; median of the pairs' ratios "
+             f"{r['after_over_before_pair_median']:.2f}x); same files: {r['same_files_as_before']}",
+             "  CPU-s per identity by stage (each stage alone):",
+             *writer_stages.stage_table(r["stages_cpu_s_per_identity"], 1.0),
+             f"  load average {r['load_average_before']} before, {r.get('load_average_after')} after"]
     if "gpu_paced_overlap" in r:
         o = r["gpu_paced_overlap"]
         lines.append(f"  GPU-paced loop ({o['gpu_ms_per_frame']} ms/frame): inline {o['inline_wall_s']:.1f} s, pool "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,16 +86,40 @@ def is_gray(frame: np.ndarray) -> bool:
 
 
 def _check_frame(frame) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
-        raise InputError(f"frames must be (H, W, 3) or (H, W) uint8, got {frame.shape} {frame.dtype}")
-    return frame
+    from thermvision_db.io.png import check_frame
+
+    return check_frame(frame)
+
+
+def gray_plane(frame: np.ndarray, planes: list | None = None) -> np.ndarray | None:
+    """The frame's one channel as a C-contiguous (H, W) array when it is gray ((H, W), or three equal channels),
+    None when it has colour. One pass of OpenCV's channel split and two comparisons (no boolean temporaries);
+    `planes`: three (H, W) uint8 arrays the split writes into (a writer's own, reused from frame to frame)."""
+    import cv2
+
+    frame = _check_frame(frame)
+    if frame.ndim == 2:
+        return np.ascontiguousarray(frame)
+    usable = planes is not None and all(p.shape == frame.shape[:2] and p.dtype == np.uint8 for p in planes)
+    first, second, third = cv2.split(frame, planes) if usable else cv2.split(frame)
+    if cv2.norm(first, second, cv2.NORM_INF) == 0 and cv2.norm(first, third, cv2.NORM_INF) == 0:
+        return first
+    return None
 
 
 def encode_png(frame: np.ndarray) -> bytes:
-    """Lossless PNG: one channel when the frame is gray, three when not (OpenCV, zlib level 1, Huffman coding
-    after the 'up' filter: measured fastest and smallest on thermal faces, see benchmarks/postprocess.py).
-    PIL reads it back as 'L' or 'RGB'; `.convert('RGB')` gives the original array either way."""
+    """Lossless PNG: one channel when the frame is gray, three when not (zlib level 1, Huffman coding after the
+    'up' filter, from raw chunks: thermvision_db.io.png). PIL reads it back as 'L' or 'RGB'; `.convert('RGB')`
+    gives the original array either way."""
+    from thermvision_db.io.png import encode_png as encode
+
+    frame = _check_frame(frame)
+    gray = gray_plane(frame)
+    return encode(gray if gray is not None else frame)
+
+
+def encode_png_opencv(frame: np.ndarray) -> bytes:
+    """The same PNG through OpenCV (the writer before thermvision_db.io.png; the judge in its tests)."""
     import cv2
 
     frame = _check_frame(frame)
@@ -110,21 +135,54 @@ def encode_png(frame: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
-    """`encode_png` to a file; OS errors (a full disk) keep their errno and name the file."""
-    path = Path(path)
-    path.write_bytes(encode_png(frame))
-    return path
+    """`encode_png` to a file, through a temporary name; OS errors (a full disk) keep their errno and name the
+    folder and the file."""
+    from thermvision_db.io.png import write_png as write
+
+    gray = gray_plane(frame)
+    return write(path, gray if gray is not None else _check_frame(frame))
+
+
+def gray_to_yuv420p_table(width: int, height: int, threads: int = 0) -> tuple[np.ndarray, int] | None:
+    """What PyAV's encoder path (libswscale) makes of a gray frame of this size in yuv420p, as a 256-entry luma
+    table and the one chroma value; None when the conversion is not one luma value per gray level and one chroma
+    value (then the frames go through libswscale as before). Probed once per size with every level at every
+    column phase, so a table that differs from libswscale anywhere is never used."""
+    from av.video.reformatter import VideoReformatter
+
+    import av
+
+    key = (width, height, threads)
+    if key not in _GRAY_TABLES:
+        table = None
+        if width % 2 == 0 and height % 4 == 0:  # the yuv420p layouts PyAV wraps without a copy
+            y, x = np.mgrid[0:height, 0:width]
+            probe = ((x + 37 * y) % 256).astype(np.uint8)
+            out = VideoReformatter().reformat(av.VideoFrame.from_ndarray(probe, format="gray"), width, height,
+                                              "yuv420p", threads=threads).to_ndarray()
+            luma, chroma = out[:height], out[height:]
+            candidate = np.zeros(256, np.uint8)
+            candidate[probe] = luma
+            if np.array_equal(candidate[probe], luma) and (chroma == chroma.flat[0]).all():
+                table = (candidate, int(chroma.flat[0]))
+        _GRAY_TABLES[key] = table
+    return _GRAY_TABLES[key]
+
+
+_GRAY_TABLES: dict = {}
 
 
 class H264Writer:
     """Push frames one at a time into an H.264 MP4 (yuv420p); written to a temp name, renamed on close.
 
-    Gray frames go to the encoder as gray (no RGB round trip); timestamps are explicit, so the output is
-    byte-reproducible for one encoder thread.
+    Gray frames reach the encoder as the yuv420p frame libswscale would make of them (a table look-up probed
+    from libswscale, `gray_to_yuv420p_table`; no RGB round trip); timestamps are explicit, so the output is
+    byte-reproducible for one encoder thread. `table_lookup=False`: libswscale converts every frame (the judge).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 18, codec: str = "libx264",
-                 threads: int = 1, preset: str = "medium", x264_params: str = "", gop: int | None = None):
+                 threads: int = 1, preset: str = "medium", x264_params: str = "", gop: int | None = None,
+                 table_lookup: bool = True):
         from fractions import Fraction
 
         import av
@@ -137,6 +195,11 @@ class H264Writer:
         self.rate = Fraction(fps).limit_denominator(1001)
         self.count = 0
         self.stream = None
+        self.table_lookup = table_lookup
+        self.gray_table = None  # (luma table, chroma value), or False: libswscale converts (set at the first frame)
+        self._buffer = None  # the yuv420p frame buffer, reused once PyAV and the encoder have let go of it
+        if self.tmp.is_symlink() or self.tmp.exists():  # a killed run's leftover or a planted link: never written
+            self.tmp.unlink()  # through (a link itself is removed, its target untouched)
         self.container = av.open(str(self.tmp), mode="w", format="mp4")
 
     def write(self, frame: np.ndarray) -> None:
@@ -152,12 +215,39 @@ class H264Writer:
             raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
                              f"{self.size[1]}x{self.size[0]}")
         gray = frame if frame.ndim == 2 else frame[..., 0] if is_gray(frame) else None
-        video_frame = (av.VideoFrame.from_ndarray(np.ascontiguousarray(gray), format="gray") if gray is not None
+        video_frame = (self._gray_frame(gray) if gray is not None
                        else av.VideoFrame.from_ndarray(frame, format="rgb24"))
         video_frame.pts = self.count
         for packet in self.stream.encode(video_frame):
             self.container.mux(packet)
         self.count += 1
+
+    def _gray_frame(self, gray: np.ndarray):
+        """The yuv420p frame the encoder would make of `gray` itself (libswscale), made by a table look-up into a
+        buffer that PyAV wraps without a copy: the same encoder input, the same bytes. The buffer is reused only
+        when nothing but this writer refers to it (the wrapped frame of the last call and any reference the
+        encoder kept are counted in its reference count), so a frame is never overwritten while it is read."""
+        import cv2
+
+        import av
+
+        if self.gray_table is None:
+            threads = self.stream.codec_context.thread_count
+            self.gray_table = self.table_lookup and gray_to_yuv420p_table(self.size[1], self.size[0], threads) or False
+        if self.gray_table is False:
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(gray), format="gray")
+        table, chroma = self.gray_table
+        height = self.size[0]
+        if self._buffer is None or sys.getrefcount(self._buffer) > 2:  # still held by the encoder: a new one
+            self._buffer = np.empty((height * 3 // 2, self.size[1]), np.uint8)
+            self._buffer[height:] = chroma
+        buffer = self._buffer
+        luma = buffer[:height]
+        if not gray.flags.c_contiguous:
+            np.take(table, gray, out=luma)
+        elif cv2.LUT(gray, table, dst=luma) is not luma:  # pragma: no cover - OpenCV writes into `luma`
+            raise RuntimeError("OpenCV's LUT did not write into the frame buffer")
+        return av.VideoFrame.from_numpy_buffer(buffer, format="yuv420p")
 
     def close(self) -> Path:
         """Flush, close and rename into place; on any error nothing is left at `path`."""

@@ -32,6 +32,7 @@ class VideoSpec:
     preset: str = "ultrafast"
     x264_params: str = "cabac=1:mbtree=1:rc-lookahead=10:deblock=1:aq-mode=1"
     gop: int | None = None  # at most this many frames between keyframes (None: the encoder's default)
+    deflate: str | None = None  # PNG deflate: 'zlib-ng', 'zlib' (standard library); None: zlib-ng when installed
 
 
 class VideoFileWriter:
@@ -43,6 +44,8 @@ class VideoFileWriter:
         self.spec = spec
         self.count = 0
         self.gray = True
+        self.size: tuple[int, int] | None = None
+        self.planes: list | None = None
         self.cpu_seconds = 0.0
         self.current = spec.mp4
         start = time.process_time()
@@ -71,21 +74,36 @@ class VideoFileWriter:
             self.video.write(frame)
 
     def write(self, frame: np.ndarray) -> None:
-        from thermvision_db.io.encode import is_gray, write_png
+        """One (H, W) or (H, W, 3) uint8 frame: checked first (nothing is written for a bad one), then its PNG (one
+        channel when gray, through a temporary name) and the encoder, both fed the same C-contiguous plane."""
+        from thermvision_db.errors import InputError
+        from thermvision_db.io.encode import gray_plane
+        from thermvision_db.io.png import check_frame, write_png
 
         start = time.process_time()
-        frame = np.asarray(frame)
-        if frame.ndim == 3 and is_gray(frame):  # checked once: both writers then take the one channel
-            frame = np.ascontiguousarray(frame[..., 0])
-        self.gray = self.gray and frame.ndim == 2
+        try:
+            frame = check_frame(frame)
+        except InputError as err:
+            raise InputError(f"frame {self.count}: {err} ({self.spec.mp4})") from None
+        if self.size is None:
+            self.size = frame.shape[:2]
+        elif frame.shape[:2] != self.size:
+            raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
+                             f"{self.size[1]}x{self.size[0]} ({self.spec.mp4})")
+        if self.planes is None and frame.ndim == 3:
+            self.planes = [np.empty(frame.shape[:2], np.uint8) for _ in range(3)]
+        gray = gray_plane(frame, self.planes)  # checked once: both writers then take the one channel (reused
+        # buffers: the PNG and the encoder are done with this frame's plane when write() returns)
+        image = gray if gray is not None else np.ascontiguousarray(frame)
+        self.gray = self.gray and gray is not None
         if self.spec.png_dir is not None:
             self.current = os.path.join(self.spec.png_dir, f"{self.count:05d}.png")
-            write_png(self.current, frame)
+            write_png(self.current, image, self.spec.deflate)
         self.current = self.spec.mp4
         if self.count == 0:
-            self._encode_first(frame)
+            self._encode_first(image)
         else:
-            self.video.write(frame)
+            self.video.write(image)
         self.count += 1
         self.cpu_seconds += time.process_time() - start
 
