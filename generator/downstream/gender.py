@@ -244,7 +244,8 @@ def write_plots(out: Path, results: dict) -> list[str]:
     summary, models = results["summary"], results["models"]
     charts = [bar_chart(models, {r: [summary[m][r][metric]["mean"] for m in models] for r in results["regimes"]},
                         f"gender {metric.replace('_', ' ')} (mean over {len(results['seeds'])} seeds"
-                        + (f"; regime {results['regimes'][0]})" if len(results["regimes"]) == 1 else ")"))
+                        + (f"; regime {results['regimes'][0]})" if len(results["regimes"]) == 1 else ")"),
+                        y_max=1.0, reference=(0.5, "chance"))
               for metric in ("accuracy", "balanced_accuracy")]
     atomic_write_bytes(out / "gender_accuracy.png", chart_panels(charts))
     return ["gender_accuracy.png"]

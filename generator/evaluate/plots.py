@@ -25,10 +25,12 @@ def _legend_lines(names: list[str], width: int) -> list[list[str]]:
 
 
 def bar_chart(labels: list[str], series: dict[str, list[float]], title: str, width: int = 720, height: int = 320,
-              unit: str = "") -> bytes:
+              unit: str = "", y_max: float | None = None, reference: tuple[float, str] | None = None) -> bytes:
     """A grouped bar chart as PNG bytes: one y axis (`unit` names it), legend above the bars, n/a for NaN values.
 
-    Series measured in different units belong in separate charts (`chart_panels`), never on one axis.
+    Series measured in different units belong in separate charts (`chart_panels`), never on one axis. `y_max`
+    fixes the axis (accuracies on 0..1, so 0.56 does not fill the chart); `reference` = (value, name) draws a
+    dashed line such as chance.
     """
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -47,12 +49,17 @@ def bar_chart(labels: list[str], series: dict[str, list[float]], title: str, wid
             draw.text((x + 15, y), name, fill="black")
             x += 16 + 6 * len(name) + 14
     finite = [abs(v) for values in series.values() for v in values if np.isfinite(v)]
-    top_value = max(finite + [1e-9])
+    top_value = y_max if y_max is not None else max(finite + [1e-9])
     draw.line([(left, top), (left, bottom)], fill="black")
     draw.line([(left, bottom), (right, bottom)], fill="black")
-    if finite:
+    if finite or y_max is not None:
         draw.text((5, top - 5), f"{top_value:.3g}", fill="black")
     draw.text((5, bottom - 5), "0", fill="black")
+    if reference is not None and 0 <= reference[0] <= top_value:
+        y = bottom - (bottom - top) * reference[0] / top_value
+        for x in range(left, right, 8):
+            draw.line([(x, y), (min(x + 4, right), y)], fill=(90, 90, 90))
+        draw.text((right - 6 * len(reference[1]) - 4, y - 13), reference[1], fill=(90, 90, 90))
     slot = (right - left) / max(len(labels), 1)
     bar = slot * 0.8 / max(len(series), 1)
     for k, values in enumerate(series.values()):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from generator.downstream.gender import benchmark_gender
@@ -154,3 +155,22 @@ def test_a_separate_real_test_set_is_the_test_set_of_every_regime(planted, tmp_p
     assert splits["real-test"]["test"] == ["real-test/s00", "real-test/s01", "real-test/s100", "real-test/s101"]
     assert results["runs"][0]["images"] == {"train": 18, "val": 2, "test": 4}  # 1 frame per subject
     assert results["test_set"].startswith("the real test set") and results["subjects"]["real-test"] == 4
+
+
+def test_accuracy_charts_use_a_fixed_axis_with_chance_marked():
+    """0.5 on a 0..1 axis fills half the plot (it filled all of it when the axis followed the largest value)."""
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from generator.evaluate.plots import COLOURS, bar_chart
+
+    def bar_top(png):
+        pixels = np.asarray(_Image.open(_io.BytesIO(png)).convert("RGB"))
+        rows = np.where((pixels[:, :, :] == np.array(COLOURS[0][:3])).all(axis=2).any(axis=1))[0]
+        return rows.min(), rows.max()
+
+    top, bottom = 24 + 10, 320 - 60  # the plot area of a one-series chart
+    fixed = bar_top(bar_chart(["resnet18"], {"synthetic": [0.5]}, "accuracy", y_max=1.0, reference=(0.5, "chance")))
+    assert abs(fixed[0] - (bottom - (bottom - top) * 0.5)) <= 1 and fixed[1] == bottom
+    assert bar_top(bar_chart(["resnet18"], {"synthetic": [0.5]}, "accuracy"))[0] == top  # the old autoscale
