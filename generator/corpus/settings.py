@@ -13,11 +13,14 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from generator.animate.liveportrait.template import MotionSequence
-from generator.stills.flux import PRESETS  # one list of presets for every stage
+from generator.stills import PRESETS  # one list of presets for every stage
 from thermvision_db.errors import ThermVisionError
 from thermvision_db.schema.features import SETS  # the released corpus' two video sets per identity
+
+if TYPE_CHECKING:  # a type only: importing it loads torch, which `thermvision-db --help` must not wait for
+    from generator.animate.liveportrait.template import MotionSequence
 
 
 

@@ -3,3 +3,5 @@
 from generator.vision_check import block_broken_torchvision
 
 block_broken_torchvision()  # before diffusers/transformers: a torchvision that cannot import is marked absent
+
+PRESETS = ("thermvision", "tiny")  # one list of presets for every stage (here: readable without importing torch)

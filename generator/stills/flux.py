@@ -16,11 +16,11 @@ from generator.weights import (
     state_dict_sha256,
     weight_files,
 )
+from generator.stills import PRESETS  # noqa: F401  (defined where --help reads it without torch)
 from thermvision_db.errors import InputError
 
 FLUX_DEV_HUB_ID = "black-forest-labs/FLUX.1-dev"
 FLUX_COMPONENTS = ("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae")
-PRESETS = ("thermvision", "tiny")
 
 # ----------------------------------------------------------------------------------------------- options
 
