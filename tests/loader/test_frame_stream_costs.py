@@ -3,7 +3,6 @@ reader, a video probed once is probed again only when its file changes, and fold
 
 import io
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from PIL import Image
 
 from thermvision_db.io import decode
 from thermvision_db.io.encode import write_mp4
-from thermvision_db.io.png_stored import stored_png
+from thermvision_db.io.png import stored_png
 from thermvision_db.sources.local import FolderArchive
 
 shapes = st.one_of(st.tuples(st.integers(1, 70), st.integers(1, 70)),
@@ -35,8 +34,7 @@ def test_stored_png_decodes_to_the_same_pixels_in_pil_and_opencv(pixels):
     assert np.array_equal(decoded if pixels.ndim == 2 else decoded[..., ::-1], pixels)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg command line is installed by .ci/run")
-def test_stored_png_decodes_in_ffmpeg(tmp_path):
+def test_stored_png_decodes_in_ffmpeg(tmp_path):  # the ffmpeg command line: .ci/run installs it
     pixels = np.random.default_rng(1).integers(0, 256, (300, 257, 3), dtype=np.uint8)  # > one 64 KiB stored block
     (tmp_path / "f.png").write_bytes(stored_png(pixels))
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "f.png"), "-f", "rawvideo", "-pix_fmt", "rgb24",

@@ -63,9 +63,10 @@ def _sha256(path: Path, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, no request log; HEAD and GET both go to `_serve(head)` (the test servers' common part)."""
+
     protocol_version = "HTTP/1.1"
-    server: "LoopbackServer"
 
     def log_message(self, *args):  # quiet
         pass
@@ -75,6 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._serve(head=False)
+
+
+class _Handler(QuietHandler):
+    server: "LoopbackServer"
 
     def _serve(self, head: bool):
         path = unquote(urlsplit(self.path).path)

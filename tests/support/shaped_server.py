@@ -12,16 +12,17 @@ that allows one connection at a time). Only 127.0.0.1; it stops by itself after 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import re
+from tests.support.loopback import QuietHandler
 
 
 class TokenBucket:
@@ -73,18 +74,8 @@ class Counters:
             self.max_in_flight = 0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server: "ShapedServer"
-
-    def log_message(self, *args):
-        pass
-
-    def do_HEAD(self):
-        self._serve(head=True)
-
-    def do_GET(self):
-        self._serve(head=False)
 
     def _serve(self, head: bool):
         srv, c = self.server, self.server.counters

@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image
 
 from thermvision_db.io import decode as video_io
-from thermvision_db.io.png_stored import stored_png
+from thermvision_db.io.png import IEND as PNG_END
+from thermvision_db.io.png import SIGNATURE as PNG_SIGNATURE
+from thermvision_db.io.png import stored_png
 from thermvision_db.schema import rows
 from thermvision_db.schema.labels import FrameLabels, parse_landmark_text, parse_yolo_text, repair_track
 from thermvision_db.schema.members import Member
@@ -40,8 +42,6 @@ class VideoRecord:
     video: video_io.VideoInfo | None = None
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
 def png_problem(head: bytes, tail: bytes) -> str | None:
