@@ -11,6 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from generator.corpus.summary import RunSummary
 from generator.corpus.writers import VideoSpec
 from thermvision_db.io.atomic import atomic_write_json
@@ -68,7 +70,7 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
         summary.stage_seconds["encode"] += time.perf_counter() - t
         if detector is not None:
             t = time.perf_counter()
-            detections.extend(detect_frames([frame], detector, landmarker))
+            detections.extend(detect_frames([np.ascontiguousarray(frame)], detector, landmarker))  # gray: a view
             summary.stage_seconds["labels"] += time.perf_counter() - t
     t = time.perf_counter()
     job.close()

@@ -29,6 +29,7 @@ import numpy as np
 
 from generator.corpus.frame_writer import POLL_SECONDS, describe_error, writer_process
 from thermvision_db.errors import InputError
+from thermvision_db.io.encode import shared_channels
 from thermvision_db.io.video_writer import VideoFileWriter, VideoSpec
 from thermvision_db.schema.generated_corpus import CorpusError
 
@@ -53,8 +54,13 @@ class VideoJob:
         self._inline: VideoFileWriter | None = None
 
     def write(self, frame: np.ndarray) -> None:
-        """Hand one (H, W, 3) or (H, W) uint8 frame to the writer; raises an earlier writer failure of this job."""
-        self.pool._write(self, np.ascontiguousarray(frame))
+        """Hand one (H, W, 3) or (H, W) uint8 frame to the writer; raises an earlier writer failure of this job.
+
+        A frame whose three channels are one memory (the animator's gray output) travels as its one plane: the
+        writer stores gray frames as one channel anyway, so the files are the same and a third of the bytes
+        are copied to the writer process."""
+        frame = np.asarray(frame)
+        self.pool._write(self, np.ascontiguousarray(frame[..., 0] if shared_channels(frame) else frame))
 
     def close(self) -> None:
         """No more frames: the writer flushes the video in the background."""

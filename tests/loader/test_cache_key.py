@@ -63,3 +63,27 @@ def test_one_synthetic_load_builds_the_settings_and_fingerprint_once(tmp_path, m
     assert len(rows) == 13  # 3 head-pose + 10 expression frames of identity S000000
     assert counts["settings"] == 1 and counts["fingerprint"] == 1
     assert counts["package_checks"] <= 2  # the settings, the generator's code hash
+
+
+def test_a_streamed_load_lists_no_files_before_its_first_row_and_a_cached_one_does(tmp_path, monkeypatch):
+    """Streaming reads no Arrow cache, so the local files are not fingerprinted up front (on the full release that
+    is 60,400 files listed and hashed); the cached load keys its Arrow files on them, and both give the same rows."""
+    import numpy as np
+
+    from thermvision_db import load_dataset
+    from thermvision_db.demo.miniature import write_miniature
+
+    corpus = write_miniature(tmp_path / "mini", identities=1, frames_per_video=3, size=32, zips=False)
+    calls = []
+    real = cache_key.released_fingerprint
+    monkeypatch.setattr(cache_key, "released_fingerprint", lambda *a: calls.append(a) or real(*a))
+    options = dict(data_dir=str(corpus.root), split="train", split_by="none", cache_dir=str(tmp_path / "cache"))
+    streamed = load_dataset("thermvision_db", "frames", streaming=True, **options)
+    assert calls == []
+    cached = load_dataset("thermvision_db", "frames", **options)
+    assert len(calls) == 1
+    rows = list(streamed)
+    assert [r["frame_index"] for r in rows] == cached["frame_index"] and len(rows) == 6
+    assert all(np.array_equal(np.asarray(a["image"]), np.asarray(b)) for a, b in zip(rows, cached["image"]))
+    assert [r["identity"] for r in rows] == cached["identity"] and [r["faces"][0]["bbox"] for r in rows] == \
+        [f[0]["bbox"] for f in cached["faces"]]

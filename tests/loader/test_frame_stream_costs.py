@@ -88,3 +88,57 @@ def test_folder_paths_are_the_strings_pathlib_gives(root):
     archive = FolderArchive(Path(root))
     member = "Female Subjects/Set 1/frame_0001.png"
     assert os.path.normpath(archive.local_path(member)) == str(Path(root) / member)
+
+
+_names = st.one_of(st.sampled_from(["F_01", "M_31", "female", "male", "head_pose", "expression", "ok", "missing",
+                                    "detector", "propagated", "interpolated"]), st.text(max_size=6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(identity=_names, gender=_names, set_name=_names, qc=_names, sources=st.lists(_names, max_size=3))
+def test_class_names_given_as_integers_encode_as_datasets_encodes_the_names(identity, gender, set_name, qc, sources):
+    """`datasets` is the judge: the builder's integers give the row `encode_example` gives the names, and a name
+    that is no class is refused by `datasets` with the same error either way."""
+    from thermvision_db.schema.features import frame_features
+    from thermvision_db.schema.label_codes import FrameLabelCodes
+    from thermvision_db.schema.members import IDENTITIES
+
+    features = frame_features(IDENTITIES)
+
+    def row():
+        faces = [{"bbox": [1.0, 2.0, 3.0, 4.0], "landmarks": None, "source": s, "score": None} for s in sources]
+        return {"image": {"path": None, "bytes": b"x"}, "video_id": "F_01_S1", "identity": identity, "gender": gender,
+                "set": set_name, "driving_template": "d3", "frame_index": 3, "faces": faces, "qc": qc,
+                "head_pose": None, "seed": None, "prompt": None, "expression": None, "eye_open": None,
+                "mouth_open": None}
+
+    def encoded(example):
+        try:
+            return features.encode_example(example)
+        except ValueError as err:
+            return ("refused", str(err))
+
+    coded = FrameLabelCodes(features).encode(row())
+    assert encoded(coded) == encoded(row())
+    known = {"identity": identity in IDENTITIES, "qc": qc in ("ok", "missing")}
+    for name, is_class in known.items():
+        assert isinstance(coded[name], int) == is_class
+
+
+def test_present_answers_as_exists_does_and_names_a_broken_link(tmp_path):
+    from thermvision_db.sources.base import SourceError
+    from thermvision_db.sources.local import ReleaseSource
+
+    frames = tmp_path / "Female Subjects" / "Set 1"
+    frames.mkdir(parents=True)
+    for i in (0, 2, 3):
+        (frames / f"frame_{i:04d}.png").write_bytes(b"png")
+    (tmp_path / "Female Subjects" / "Set 2").mkdir()
+    members = [f"Female Subjects/Set {s}/frame_{i:04d}.png" for s in (1, 2, 3) for i in range(5)]
+    source = ReleaseSource(tmp_path)
+    assert source.present("F", members) == [source.exists("F", m) for m in members]
+    assert source.present("F", members) == [s == 1 and i in (0, 2, 3) for s in (1, 2, 3) for i in range(5)]
+    assert source.present("M", members) == [False] * len(members)  # no male archive at all
+    (frames / "frame_0004.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(SourceError, match="frame_0004.png.*dangling"):
+        ReleaseSource(tmp_path).present("F", members)

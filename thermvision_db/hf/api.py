@@ -45,7 +45,9 @@ def load_dataset_builder(name: str | None = None, *, data_dir: str | os.PathLike
         return _builder(name, data_dir, cache_dir, config_kwargs)
 
 
-def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilder:
+def _builder(name, data_dir, cache_dir, config_kwargs, streaming: bool = False) -> datasets.DatasetBuilder:
+    """`streaming`: no Arrow cache is read or written, so a local folder's files are not fingerprinted (0.6 s of
+    listing and hashing on the full release, before the first row)."""
     from thermvision_db.hf import cache_key, door
     from thermvision_db.hf.builder import SYNTHETIC_CONFIGS, ThermVisionConfig, ThermVisionDB, opened_source
 
@@ -64,7 +66,7 @@ def _builder(name, data_dir, cache_dir, config_kwargs) -> datasets.DatasetBuilde
             data_dir, code = resolved, code + _fingerprint_or_hint(resolved, chosen=data_dir)
         else:
             data_dir = str(resolved.resolve())
-            code += cache_key.released_fingerprint(name, resolved)
+            code += "streamed" if streaming else cache_key.released_fingerprint(name, resolved)
     elif name in SYNTHETIC_CONFIGS:
         if config_kwargs.get("num_identities") is not None:  # before datasets lists the identities' names
             door.check_identity_count(config_kwargs["num_identities"])
@@ -136,7 +138,7 @@ def _load(name, split, data_dir, cache_dir, streaming, num_proc, download_mode, 
           config_kwargs):
     decoder = config_kwargs.pop("video_decoder", "project")
     _check_video_decoder(name, decoder)
-    builder = load_dataset_builder(name, data_dir=data_dir, cache_dir=cache_dir, **config_kwargs)
+    builder = _builder(name, data_dir, cache_dir, config_kwargs, streaming=streaming)
     if streaming:
         if num_proc is not None:
             raise InputError("streaming=True reads lazily: parallelise with DataLoader(num_workers=...) instead of num_proc")

@@ -17,6 +17,7 @@ from thermvision_db.hf import door
 from thermvision_db.hf.per_call import memo
 from thermvision_db.io.decode import BACKENDS, _check_backend
 from thermvision_db.schema import features as schema
+from thermvision_db.schema.label_codes import FrameLabelCodes
 from thermvision_db.schema.generated_corpus import CorpusError, GeneratedCorpus, identity_name
 from thermvision_db.schema.members import IDENTITIES, MEMBERS
 from thermvision_db.schema.splits import assign
@@ -179,18 +180,25 @@ class ThermVisionDB(datasets.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, members=None, source=None, folders=None, records=None, corpus=None):
-        if self.config.name == "synthetic":
-            for record in records:
-                yield from corpus.frame_rows(record)
+        if self.config.name in ("synthetic", "frames"):
+            codes = FrameLabelCodes(self.info.features)  # class names as integers: the same encoded rows, cheaper
+            for key, row in self._frame_rows(members, source, records, corpus):
+                yield key, codes.encode(row)
         elif self.config.name == "synthetic_videos":
             for record in records:
                 yield from corpus.video_rows(record)
         elif self.config.name == "images":
             for group in folders:
                 yield from image_rows(group)
-        elif self.config.name == "frames":
-            for member in members:
-                yield from frame_rows(source, member, self.config.repair_boxes, self.config.video_backend)
         else:
             for member in members:
                 yield video_row(source, member, self.config.repair_boxes)
+
+    def _frame_rows(self, members, source, records, corpus):
+        if self.config.name == "synthetic":
+            for record in records:
+                yield from corpus.frame_rows(record)
+        else:
+            for member in members:
+                yield from frame_rows(source, member, self.config.repair_boxes, self.config.video_backend)
+

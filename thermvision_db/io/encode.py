@@ -81,8 +81,14 @@ def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: 
 
 def is_gray(frame: np.ndarray) -> bool:
     """True for (H, W) frames and (H, W, 3) frames whose three channels are equal."""
-    return frame.ndim == 2 or (frame.shape[2] == 3 and np.array_equal(frame[..., 0], frame[..., 1])
+    return frame.ndim == 2 or shared_channels(frame) or (frame.shape[2] == 3 and np.array_equal(frame[..., 0], frame[..., 1])
                                and np.array_equal(frame[..., 1], frame[..., 2]))
+
+
+def shared_channels(frame: np.ndarray) -> bool:
+    """True for an (H, W, 3) view whose three channels are one memory (channel stride 0, as `np.broadcast_to` of
+    one plane makes): gray by construction, so the channel test and two thirds of every copy are skipped."""
+    return frame.ndim == 3 and frame.shape[2] == 3 and frame.strides[2] == 0
 
 
 def _check_frame(frame) -> np.ndarray:
@@ -100,6 +106,8 @@ def gray_plane(frame: np.ndarray, planes: list | None = None) -> np.ndarray | No
     frame = _check_frame(frame)
     if frame.ndim == 2:
         return np.ascontiguousarray(frame)
+    if shared_channels(frame):  # gray by construction: nothing to compare
+        return np.ascontiguousarray(frame[..., 0])
     usable = planes is not None and all(p.shape == frame.shape[:2] and p.dtype == np.uint8 for p in planes)
     first, second, third = cv2.split(frame, planes) if usable else cv2.split(frame)
     if cv2.norm(first, second, cv2.NORM_INF) == 0 and cv2.norm(first, third, cv2.NORM_INF) == 0:

@@ -62,6 +62,21 @@ class ArchiveSource(ABC):
     def exists(self, gender: str, member: str) -> bool:
         return self.archive_of(gender, member) is not None
 
+    def present(self, gender: str, members: list[str]) -> list[bool]:
+        """`exists` for many members at once (a video's frames): one look at each archive's index per call where
+        the archive offers `present` (an extracted folder's listing), else member by member."""
+        found = [False] * len(members)
+        for archive in self.archives.get(gender, []):
+            missing = [i for i, hit in enumerate(found) if not hit]
+            if not missing:
+                break
+            many = getattr(archive, "present", None)
+            hits = many([members[i] for i in missing]) if many is not None else \
+                [archive.exists(members[i]) for i in missing]
+            for i, hit in zip(missing, hits):
+                found[i] = hit
+        return found
+
     def read(self, gender: str, member: str) -> bytes:
         archive = self.archive_of(gender, member)
         if archive is None:

@@ -124,6 +124,20 @@ class FolderArchive:
             raise SourceError(f"{self.path / member}: {found}")
         return found is not None
 
+    def present(self, members: list[str]) -> list[bool]:
+        """`exists` of each member, each folder's listing looked up once (a broken link is a `SourceError`)."""
+        out = []
+        folder, listing = None, {}
+        for member in members:
+            parent, _, name = member.rpartition("/")
+            if parent != folder:
+                folder, listing = parent, self.listing(parent)
+            found = listing.get(name)
+            if isinstance(found, str):
+                raise SourceError(f"{self.path / member}: {found}")
+            out.append(found is not None)
+        return out
+
     def read(self, member: str) -> bytes:
         with open(self.local_path(member), "rb") as handle:
             return handle.read()

@@ -90,7 +90,8 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
     frames do not count) and any PNGs beyond them; with `need_video` it is the video's.
     """
     has_video = source.exists(member.gender, member.video_member)
-    present = [i for i in range(member.num_frames) if source.exists(member.gender, member.frame_png(i))]
+    frames = range(member.num_frames)
+    present = [i for i, hit in zip(frames, source.present(member.gender, [member.frame_png(i) for i in frames])) if hit]
     contiguous = bool(present) and present[-1] == len(present) - 1
     video_needed = has_video and (need_video or len(present) < member.num_frames)
     prefetch = getattr(source, "prefetch", None)  # one round trip for the three runs a remote zip serves
@@ -106,7 +107,8 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
                 raise
             logger.warning("%s: the MP4 is unreadable; its %d PNG frames are used", member.video_id, len(present))
     if info is not None and not need_video:  # a frame with a label counts too: it never disappears silently
-        labelled = [i for i in range(member.num_frames) if source.exists(member.gender, member.label_txt(i))]
+        labelled = [i for i, hit in zip(frames, source.present(member.gender, [member.label_txt(i) for i in frames]))
+                    if hit]
         last = max(present[-1] + 1 if present else 0, labelled[-1] + 1 if labelled else 0)
         num_frames = max(info.num_frames, last)
     elif info is not None:
@@ -127,9 +129,9 @@ def read_video_record(source: ReleaseSource, member: Member, repair_boxes: bool 
         logger.info("%s: %d frames (the released video has %d)", member.video_id, num_frames, member.num_frames)
     labels = []
     landmark_folder = _landmark_folder(source, member)
-    for i in range(num_frames):
-        name = member.label_txt(i)
-        if source.exists(member.gender, name):
+    names = [member.label_txt(i) for i in range(num_frames)]
+    for i, (name, has_label) in enumerate(zip(names, source.present(member.gender, names))):
+        if has_label:
             frame = parse_yolo_text(source.read(member.gender, name).decode("utf-8", "replace"), width, height, name)
         else:
             frame = FrameLabels([], "missing")
@@ -172,13 +174,14 @@ def frame_rows(source: ReleaseSource, member: Member, repair_boxes: bool = False
     """(key, row) for every frame; a frame whose PNG is missing or broken is decoded from the MP4 instead."""
     record = read_video_record(source, member, repair_boxes)
     frames = _MP4Frames(source, member, backend)
+    identity = identity_columns(member)
     for i, frame in enumerate(record.labels):
         png = member.frame_png(i)
         image, problem = _png_image(source, member, png)
         if image is None:
             image = {"path": png, "bytes": stored_png(frames.get(i, problem))}  # decoded right after: not compressed
-        yield f"{member.video_id}/{i:04d}", rows.frame_row(image, identity_columns(member), i,
-                                                           [face.as_row() for face in frame.faces], frame.qc)
+        yield f"{member.video_id}/{i:04d}", rows.frame_row(image, identity, i, [face.as_row() for face in frame.faces],
+                                                           frame.qc)
 
 
 def _png_image(source: ReleaseSource, member: Member, png: str) -> tuple[dict | None, str]:

@@ -174,13 +174,17 @@ class LivePortraitPipeline:
         if source.crop is not None:
             original = torch.from_numpy(source.image).to(self.device).permute(2, 0, 1)[None].float() / 255
             images = paste_back(images, original, source.crop, mask)
-        if self.grayscale_output:
-            images = images.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        if self.grayscale_output:  # one channel off the device; the three channels are one memory (stride 0)
+            gray = frames_to_uint8(images.mean(1, keepdim=True))
+            return np.broadcast_to(gray, gray.shape[:3] + (3,))
         return frames_to_uint8(images)
 
     def iter_frames(self, source: SourceState, motion: MotionSequence, options: AnimationOptions | None = None,
                     chunk_size: int | None = None, keypoints: dict | None = None) -> Iterator[np.ndarray]:
-        """Yield (H, W, 3) uint8 frames; W+G run on `chunk_size` frames at a time."""
+        """Yield (H, W, 3) uint8 frames; W+G run on `chunk_size` frames at a time.
+
+        With `grayscale_output` each frame is a read-only view whose three channels are one (H, W) plane (channel
+        stride 0): a third of the device-to-host copy, and the writers hand one plane to their processes."""
         kp = keypoints if keypoints is not None else self.driving_keypoints(source, motion, options)
         x_d = kp["x_d"]
         chunk = max(1, int(chunk_size or self.chunk_size))

@@ -201,6 +201,28 @@ def test_cropped_source_is_pasted_back_at_original_size(nets):
     assert (frames[..., 0] == frames[..., 2]).all()  # grayscale when asked for
 
 
+def test_gray_output_is_one_plane_with_the_pixels_of_the_three_channel_mean(nets):
+    """Gray frames leave the device as one channel and come out as read-only views of it (channel stride 0);
+    their pixels are those of the channel mean expanded to three channels, as the pipeline made them before."""
+    import torch
+
+    from generator.animate.liveportrait.pipeline import frames_to_uint8
+
+    gray = LivePortraitPipeline(nets, device="cpu", progress=False, grayscale_output=True)
+    yy, xx = np.mgrid[0:64, 0:64]
+    source = gray.prepare_source((128 + 100 * np.exp(-((xx - 30) ** 2 + (yy - 33) ** 2) / 250)).astype(np.uint8))
+    motion = head_pose_sweep(4)
+    frames = list(gray.iter_frames(source, motion, chunk_size=3))
+    size = nets.cfg.output_size
+    assert len(frames) == 4 and all(f.shape == (size, size, 3) for f in frames)
+    assert all(f.strides[2] == 0 and not f.flags.writeable for f in frames)
+    kp = gray.driving_keypoints(source, motion)
+    with torch.no_grad():
+        images = gray.render(source.feature, source.info.x_s, kp["x_d"])
+    expected = frames_to_uint8(images.mean(1, keepdim=True).expand(-1, 3, -1, -1))
+    assert np.array_equal(np.stack(frames), expected)
+
+
 def test_mapped_points_follow_the_keypoints(pipe, source):
     kp = pipe.driving_keypoints(source, head_pose_sweep(5))
     x_s = source.info.x_s[0].numpy()

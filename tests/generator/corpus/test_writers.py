@@ -63,6 +63,31 @@ def test_pool_writes_the_same_bytes_as_inline(tmp_path):
     assert decoded.shape == (12, 64, 64, 3) and np.abs(decoded.astype(int) - np.stack(videos[0])).mean() < 4
 
 
+def test_gray_views_travel_as_one_plane_and_write_the_same_files(tmp_path, monkeypatch):
+    """The animator's gray frames are (H, W, 3) views of one plane (channel stride 0): the job hands the writer
+    process that plane, and every PNG and MP4 byte is what the same frames give as full 3-channel arrays."""
+    from generator.corpus import writers
+    from thermvision_db.io.encode import gray_plane, is_gray, shared_channels
+
+    planes = [f[..., 0].copy() for f in _faces(9, size=48)]
+    views = [np.broadcast_to(p[..., None], p.shape + (3,)) for p in planes]
+    full = [np.repeat(p[..., None], 3, axis=2) for p in planes]
+    assert all(shared_channels(v) and not v.flags.writeable for v in views) and not any(map(shared_channels, full))
+    assert all(np.array_equal(gray_plane(v), p) and gray_plane(v).flags.c_contiguous for v, p in zip(views, planes))
+    assert all(is_gray(v) for v in views) and not is_gray(np.dstack([planes[0], planes[0], planes[0] ^ 1]))
+    sent = []
+    original = writers.WriterPool._write
+    monkeypatch.setattr(writers.WriterPool, "_write", lambda pool, job, frame: (sent.append(frame.shape),
+                                                                               original(pool, job, frame)))
+    with WriterPool(1, queue_frames=3) as pool:
+        _write_interleaved(pool, tmp_path / "views", [views])
+    assert sent == [(48, 48)] * 9  # one plane per frame crossed to the writer process
+    with WriterPool(1, queue_frames=3) as pool:
+        _write_interleaved(pool, tmp_path / "full", [full])
+    assert sent[9:] == [(48, 48, 3)] * 9
+    assert _tree(tmp_path / "views") == _tree(tmp_path / "full") and len(_tree(tmp_path / "full")) == 10
+
+
 def test_gray_frames_are_one_channel_png_and_read_back_as_the_same_rgb(tmp_path):
     gray = _faces(1, size=96)[0]
     data = encode_png(gray)
