@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from generator.corpus.settings import DEFAULT_GOP  # noqa: E402
 from generator.corpus.writers import VideoFileWriter, VideoSpec, WriterPool  # noqa: E402
 from thermvision_db.demo.miniature import face_box, render_thermal_face  # noqa: E402
 from thermvision_db.io.decode import read_frames  # noqa: E402
@@ -62,7 +63,13 @@ def paper_frames(total: int | None = None, size: int = SIZE) -> dict[str, list[n
 
 
 def _rgb(frame: np.ndarray) -> np.ndarray:
+    """A 3-channel array of the gray frame, as the writers before the pool took them."""
     return np.repeat(frame[..., None], 3, axis=2)
+
+
+def _animator_frame(frame: np.ndarray) -> np.ndarray:
+    """The gray frame as the animator hands it over (`grayscale_output`): an (H, W, 3) view of one plane."""
+    return np.broadcast_to(frame[..., None], frame.shape + (3,))
 
 
 def _psnr(path: Path, frames: list[np.ndarray]) -> float:
@@ -94,30 +101,33 @@ def naive_cost(sets: dict, folder: Path) -> dict:
     return {"cpu_s": png_cpu + cpu, "png_cpu_s": png_cpu, "h264_cpu_s": cpu, "bytes": size, "psnr_db": psnr}
 
 
-def writer_cost(sets: dict, folder: Path, png: bool = True) -> dict:
-    """CPU-seconds of the pool's per-video writer, run in this process (what one writer process spends)."""
+def writer_cost(sets: dict, folder: Path, png: bool = True, gop: int | None = DEFAULT_GOP) -> dict:
+    """CPU-seconds of the pool's per-video writer, run in this process (what one writer process spends), at the
+    corpus pipeline's keyframe interval unless `gop` says otherwise."""
     cpu = 0.0
     psnr = {}
     for name, frames in sets.items():
         spec = VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0,
-                         png_dir=str(folder / f"{name}_frames") if png else None)
+                         png_dir=str(folder / f"{name}_frames") if png else None, gop=gop)
         writer = VideoFileWriter(spec)
-        for frame in (_rgb(f) for f in frames):  # 3-channel gray, as the animator hands them over
+        for frame in (_animator_frame(f) for f in frames):  # gray views, as the animator hands them over
             writer.write(frame)
         cpu += writer.close()["cpu_seconds"]
         psnr[name] = _psnr(folder / f"{name}.mp4", frames)
     return {"cpu_s": cpu, "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), "psnr_db": psnr}
 
 
-def handoff_cost(sets: dict, folder: Path) -> dict:
-    """The feeding loop's own CPU time per identity: handing frames to one writer process (and its wall)."""
+def handoff_cost(sets: dict, folder: Path, hand=_animator_frame) -> dict:
+    """The feeding loop's own CPU time per identity: handing frames to one writer process (and its wall);
+    `hand`: how each gray frame is handed over (the animator's one-plane view, or a full 3-channel array)."""
     main_cpu = 0.0
     wall = time.perf_counter()
     with WriterPool(1, queue_frames=32) as pool:
         jobs = []
         for name, frames in sets.items():
-            job = pool.open(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0, png_dir=str(folder / f"{name}_frames")))
-            for frame in (_rgb(f) for f in frames):
+            job = pool.open(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0, png_dir=str(folder / f"{name}_frames"),
+                                      gop=DEFAULT_GOP))
+            for frame in (hand(f) for f in frames):
                 start = time.process_time()
                 job.write(frame)
                 main_cpu += time.process_time() - start
@@ -144,7 +154,7 @@ def best_of(repeats: int, fn, *args, **kwargs) -> dict:
     return best
 
 
-def before_after(sets: dict, repeats: int, pairs: int = 5) -> dict:
+def before_after(sets: dict, repeats: int, pairs: int = 5, gop: int | None = DEFAULT_GOP) -> dict:
     """Today's writer against the one before it (`writer_stages.LegacyVideoFileWriter`), alternated, best of
     `repeats` each; the first pair's files compared byte for byte and pixel for pixel; then the stages alone."""
     runs = {"legacy": [], "new": []}
@@ -155,7 +165,7 @@ def before_after(sets: dict, repeats: int, pairs: int = 5) -> dict:
         try:
             for label, cls in pair if k % 2 == 0 else pair[::-1]:
                 (root / label).mkdir()
-                runs[label].append(writer_stages.write_sets(cls, sets, root / label))
+                runs[label].append(writer_stages.write_sets(cls, sets, root / label, gop=gop))
             if same is None:
                 same = writer_stages.same_files(root / "new", root / "legacy")
         finally:
@@ -164,7 +174,7 @@ def before_after(sets: dict, repeats: int, pairs: int = 5) -> dict:
     for k in range(max(repeats, 3)):
         folder = Path(tempfile.mkdtemp(prefix="thermvision-stages-"))
         try:
-            run = writer_stages.stage_costs(sets, folder, new_first=k % 2 == 1)
+            run = writer_stages.stage_costs(sets, folder, new_first=k % 2 == 1, gop=gop)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         stages = run if stages is None else {k: min(v, run[k]) if isinstance(v, float) else v
@@ -188,11 +198,11 @@ def gpu_paced_overlap(sets: dict, gpu_ms: float, writers: int, repeats: int) -> 
                     start = time.perf_counter()
                     jobs = []
                     for name, frames in sets.items():
-                        job = pool.open(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0,
+                        job = pool.open(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0, gop=DEFAULT_GOP,
                                                   png_dir=str(folder / f"{name}_frames")))
                         for frame in frames:
                             time.sleep(gpu_ms / 1000)
-                            job.write(_rgb(frame))
+                            job.write(_animator_frame(frame))
                         job.close()
                         jobs.append(job)
                     for job in jobs:
@@ -257,8 +267,10 @@ def run(args) -> dict:
     render_s = time.perf_counter() - t0
     naive = best_of(args.repeats, naive_cost, sets)
     pool = best_of(args.repeats, writer_cost, sets)
+    pool_long_gop = best_of(args.repeats, writer_cost, sets, gop=None)
     mp4_only = best_of(args.repeats, writer_cost, sets, png=False)
     handoff = best_of(args.repeats, handoff_cost, sets)
+    handoff_full = best_of(args.repeats, handoff_cost, sets, hand=_rgb)
     scale = 604 / n  # per identity of the paper
     compared = before_after(sets, args.repeats, args.pairs)
     result = {
@@ -267,15 +279,20 @@ def run(args) -> dict:
         "frames_render_s": round(render_s, 1), "repeats": args.repeats,
         "postprocess_cpu_s_per_identity": round(pool["cpu_s"] * scale, 3),
         "postprocess_cpu_s_per_identity_mp4_only": round(mp4_only["cpu_s"] * scale, 3),
+        "gop": DEFAULT_GOP,
+        "postprocess_cpu_s_per_identity_x264_default_gop": round(pool_long_gop["cpu_s"] * scale, 3),
+        "bytes_per_identity_x264_default_gop": round(pool_long_gop["bytes"] * scale),
         "baseline_naive_cpu_s_per_identity": round(naive["cpu_s"] * scale, 3),
         "baseline_naive_png_cpu_s": round(naive["png_cpu_s"] * scale, 3),
         "baseline_naive_h264_cpu_s": round(naive["h264_cpu_s"] * scale, 3),
         "speedup_vs_naive": round(naive["cpu_s"] / pool["cpu_s"], 2),
         "handoff_main_cpu_s_per_identity": round(handoff["main_cpu_s"] * scale, 3),
+        "handoff_main_cpu_s_per_identity_3_channel_arrays": round(handoff_full["main_cpu_s"] * scale, 3),
         "bytes_per_identity": {"pool": round(pool["bytes"] * scale), "naive": round(naive["bytes"] * scale),
                                "mp4_only": round(mp4_only["bytes"] * scale)},
         "psnr_db": {"pool_x264": pool["psnr_db"], "naive_x264_medium": naive["psnr_db"]},
         "runs_cpu_s": {"pool": pool["all_runs_cpu_s"], "naive": naive["all_runs_cpu_s"],
+                       "pool_x264_default_gop": pool_long_gop["all_runs_cpu_s"],
                        "mp4_only": mp4_only["all_runs_cpu_s"]},
         "aim_cpu_s_per_identity": 3.0,
         "before_issue_25_cpu_s_per_identity": round(compared["legacy_cpu_s"] * scale, 3),
@@ -289,7 +306,7 @@ def run(args) -> dict:
                                       for k, v in compared["stages_cpu_s"].items()},
         "settings": {"pool": f"1-channel PNG (raw chunks, {writer_stages.default_backend()}, level 1, Huffman, up "
                              f"filter) + x264 crf 18 {VideoSpec.preset} "
-                             f"{VideoSpec.x264_params}, 1 thread",
+                             f"{VideoSpec.x264_params}, keyframe every {DEFAULT_GOP} frames (the pipeline's), 1 thread",
                      "naive": "PIL 3-channel PNG level 6 + x264 crf 18 medium, 1 thread"},
         "torch_threads": torch.get_num_threads(),
         "load_average_before": [round(v, 2) for v in load_before],
@@ -320,12 +337,14 @@ def report(result: dict) -> str:
     r = result
     lines = [f"post-processing per identity ({r['frames_per_identity']} frames of {r['size']}x{r['size']}), "
              f"{r['machine']}, best of {r['repeats']}",
-             f"  pool writers   {r['postprocess_cpu_s_per_identity']:7.2f} CPU-s  (MP4 only: "
-             f"{r['postprocess_cpu_s_per_identity_mp4_only']:.2f})  aim <= {r['aim_cpu_s_per_identity']}",
+             f"  pool writers   {r['postprocess_cpu_s_per_identity']:7.2f} CPU-s at GOP {r['gop']} (MP4 only: "
+             f"{r['postprocess_cpu_s_per_identity_mp4_only']:.2f}; x264's default GOP: "
+             f"{r['postprocess_cpu_s_per_identity_x264_default_gop']:.2f})  aim <= {r['aim_cpu_s_per_identity']}",
              f"  naive writers  {r['baseline_naive_cpu_s_per_identity']:7.2f} CPU-s  (PNG "
              f"{r['baseline_naive_png_cpu_s']:.2f} + H.264 {r['baseline_naive_h264_cpu_s']:.2f})",
              f"  speed-up {r['speedup_vs_naive']:.1f}x; the feeding loop's own hand-off: "
-             f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity",
+             f"{r['handoff_main_cpu_s_per_identity']:.2f} CPU-s per identity (one-plane views; "
+             f"{r['handoff_main_cpu_s_per_identity_3_channel_arrays']:.2f} for full 3-channel arrays)",
              f"  bytes/identity: {r['bytes_per_identity']}; PSNR dB: {r['psnr_db']}",
              f"  before/after issue 25 (same run, alternated): {r['before_issue_25_cpu_s_per_identity']:.2f} -> "
              f"{r['after_issue_25_cpu_s_per_identity']:.2f} CPU-s per identity, best of "

@@ -48,12 +48,13 @@ class LegacyVideoFileWriter:
         return {"mp4": self.spec.mp4, "frames": self.count, "cpu_seconds": self.cpu_seconds}
 
 
-def write_sets(writer_class, sets: dict, folder: Path, png: bool = True) -> float:
-    """CPU-seconds of `writer_class` writing every set (3-channel gray frames, as the animator hands them over)."""
+def write_sets(writer_class, sets: dict, folder: Path, png: bool = True, gop: int | None = None) -> float:
+    """CPU-seconds of `writer_class` writing every set (full 3-channel gray frames, the same input for both
+    writers: the writer before had no one-plane path)."""
     cpu = 0.0
     for name, frames in sets.items():
         writer = writer_class(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0,
-                                        png_dir=str(folder / f"{name}_frames") if png else None))
+                                        png_dir=str(folder / f"{name}_frames") if png else None, gop=gop))
         for frame in frames:
             writer.write(np.repeat(frame[..., None], 3, axis=2))
         cpu += writer.close()["cpu_seconds"]
@@ -84,7 +85,7 @@ def _timed(fn, items) -> tuple[float, list]:
     return time.process_time() - start, out
 
 
-def stage_costs(sets: dict, folder: Path, new_first: bool = False) -> dict:
+def stage_costs(sets: dict, folder: Path, new_first: bool = False, gop: int | None = None) -> dict:
     """CPU-seconds of each stage over all frames, each stage alone (its inputs made beforehand), both writers
     (`new_first`: which of the two writes its files and video first)."""
     frames = [np.repeat(f[..., None], 3, axis=2) for fs in sets.values() for f in fs]
@@ -105,7 +106,7 @@ def stage_costs(sets: dict, folder: Path, new_first: bool = False) -> dict:
     for label, lookup in sorted((("new_h264", True), ("legacy_h264", False)), reverse=not new_first):
         start = time.process_time()
         video = H264Writer(folder / f"{label}.mp4", fps=30.0, crf=VideoSpec.crf, preset=VideoSpec.preset,
-                           x264_params=VideoSpec.x264_params, table_lookup=lookup)
+                           x264_params=VideoSpec.x264_params, gop=gop, table_lookup=lookup)
         for plane in planes:
             video.write(plane)
         video.close()
