@@ -108,7 +108,8 @@ def writer_cost(sets: dict, folder: Path, png: bool = True, gop: int | None = DE
     psnr = {}
     for name, frames in sets.items():
         spec = VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0,
-                         png_dir=str(folder / f"{name}_frames") if png else None, gop=gop)
+                         png_dir=str(folder / f"{name}_frames") if png else None, gop=gop,
+                         frames_in_place=True)  # the corpus's frames go into an identity folder renamed whole
         writer = VideoFileWriter(spec)
         for frame in (_animator_frame(f) for f in frames):  # gray views, as the animator hands them over
             writer.write(frame)
@@ -126,7 +127,7 @@ def handoff_cost(sets: dict, folder: Path, hand=_animator_frame) -> dict:
         jobs = []
         for name, frames in sets.items():
             job = pool.open(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0, png_dir=str(folder / f"{name}_frames"),
-                                      gop=DEFAULT_GOP))
+                                      gop=DEFAULT_GOP, frames_in_place=True))
             for frame in (hand(f) for f in frames):
                 start = time.process_time()
                 job.write(frame)

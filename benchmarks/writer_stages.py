@@ -54,7 +54,9 @@ def write_sets(writer_class, sets: dict, folder: Path, png: bool = True, gop: in
     cpu = 0.0
     for name, frames in sets.items():
         writer = writer_class(VideoSpec(mp4=str(folder / f"{name}.mp4"), fps=30.0,
-                                        png_dir=str(folder / f"{name}_frames") if png else None, gop=gop))
+                                        png_dir=str(folder / f"{name}_frames") if png else None, gop=gop,
+                                        frames_in_place=True))  # as the corpus writes them (the writer before
+        # wrote each frame straight to its name too)
         for frame in frames:
             writer.write(np.repeat(frame[..., None], 3, axis=2))
         cpu += writer.close()["cpu_seconds"]
@@ -100,7 +102,7 @@ def stage_costs(sets: dict, folder: Path, new_first: bool = False, gop: int | No
     (folder / "new").mkdir()
     (folder / "old").mkdir()
     files = {"legacy_png_files": lambda i: (folder / "old" / f"{i:05d}.png").write_bytes(legacy_data[i]),
-             "new_png_files": lambda i: write_file(folder / "new" / f"{i:05d}.png", data[i])}
+             "new_png_files": lambda i: write_file(folder / "new" / f"{i:05d}.png", data[i], in_place=True)}
     for label in sorted(files, reverse=new_first):  # the second to write files pays more on this VM: take turns
         stages[label], _ = _timed(files[label], range(len(planes)))
     for label, lookup in sorted((("new_h264", True), ("legacy_h264", False)), reverse=not new_first):

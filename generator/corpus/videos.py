@@ -56,7 +56,8 @@ def write_video(pipeline, name: str, set_name: str, num_frames: int, source, sti
     t = time.perf_counter()
     gop = pipeline.settings.video_gop
     job = pipeline.writer_pool.open(VideoSpec(mp4=str(folder / f"{set_name}.mp4"), fps=float(motion.fps), codec=codec,
-                                    png_dir=str(folder / f"{set_name}_frames") if png else None, gop=gop))
+                                    png_dir=str(folder / f"{set_name}_frames") if png else None, gop=gop,
+                                    frames_in_place=True))  # `folder` is the identity's, renamed whole when done
     jobs.append(job)
     summary.stage_seconds["encode"] += time.perf_counter() - t
     detections: list = []

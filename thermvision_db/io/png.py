@@ -7,7 +7,9 @@ package is installed (about half the CPU time of the standard library's zlib on 
 standard library's; Huffman-only coding makes both write the same stream.
 
 `write_png` writes to a temporary name in the frame's folder and renames it into place: a full disk, a kill or a
-read-only folder never leaves a half-written frame under the frame's name.
+read-only folder never leaves a half-written frame under the frame's name. `in_place=True` is for a folder that
+is itself temporary and renamed whole when complete (the corpus's identity folders): the frame is written under
+its own name, and a failure still removes what was written of it.
 """
 
 from __future__ import annotations
@@ -129,19 +131,21 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def write_png(path: str | os.PathLike, frame: np.ndarray, backend: str | None = None) -> Path:
-    """Encode `frame` and write it to a temporary name beside `path`, then rename it to `path`.
+def write_png(path: str | os.PathLike, frame: np.ndarray, backend: str | None = None, in_place: bool = False) -> Path:
+    """Encode `frame` and write it to a temporary name beside `path`, then rename it to `path` (`in_place`: straight
+    to `path`, for a folder that is renamed whole when complete).
 
-    On an OS error (a full disk, a read-only or missing folder) the temporary file is removed and an `OSError`
+    On an OS error (a full disk, a read-only or missing folder) the file written is removed and an `OSError`
     with the same errno names the folder and the frame."""
-    return write_file(path, encode_png(frame, backend))  # a bad frame fails in the encoder, before any file exists
+    return write_file(path, encode_png(frame, backend), in_place)  # a bad frame fails in the encoder, before any file
 
 
-def write_file(path: str | os.PathLike, data: bytes) -> Path:
+def write_file(path: str | os.PathLike, data: bytes, in_place: bool = False) -> Path:
     """`data` to a temporary name beside `path` (no fsync: the corpus renames the whole identity folder when it
-    is complete), then renamed to `path`; on any failure the temporary file is removed."""
+    is complete), then renamed to `path`; `in_place`: to `path` itself, no rename. On any failure the file
+    written is removed. A file or a link already at the name written is removed first, never followed."""
     path = Path(path)
-    tmp = temporary_name(path)
+    tmp = path if in_place else temporary_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         try:
@@ -156,7 +160,8 @@ def write_file(path: str | os.PathLike, data: bytes) -> Path:
             _write_all(fd, data)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if not in_place:
+            os.replace(tmp, path)
     except BaseException as err:
         try:
             os.unlink(tmp)

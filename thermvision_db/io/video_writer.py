@@ -33,6 +33,9 @@ class VideoSpec:
     x264_params: str = "cabac=1:mbtree=1:rc-lookahead=10:deblock=1:aq-mode=1"
     gop: int | None = None  # at most this many frames between keyframes (None: the encoder's default)
     deflate: str | None = None  # PNG deflate: 'zlib-ng', 'zlib' (standard library); None: zlib-ng when installed
+    # True when `png_dir` lies in a folder renamed whole once complete (the corpus's temporary identity folder):
+    # each frame is written under its own name, without a temporary name and a rename of its own
+    frames_in_place: bool = False
 
 
 class VideoFileWriter:
@@ -75,7 +78,8 @@ class VideoFileWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """One (H, W) or (H, W, 3) uint8 frame: checked first (nothing is written for a bad one), then its PNG (one
-        channel when gray, through a temporary name) and the encoder, both fed the same C-contiguous plane."""
+        channel when gray, through a temporary name unless `frames_in_place`) and the encoder, both fed the same
+        C-contiguous plane."""
         from thermvision_db.errors import InputError
         from thermvision_db.io.encode import gray_plane
         from thermvision_db.io.png import check_frame, write_png
@@ -98,7 +102,7 @@ class VideoFileWriter:
         self.gray = self.gray and gray is not None
         if self.spec.png_dir is not None:
             self.current = os.path.join(self.spec.png_dir, f"{self.count:05d}.png")
-            write_png(self.current, image, self.spec.deflate)
+            write_png(self.current, image, self.spec.deflate, in_place=self.spec.frames_in_place)
         self.current = self.spec.mp4
         if self.count == 0:
             self._encode_first(image)

@@ -266,3 +266,66 @@ def test_a_bad_frame_is_one_clear_error_and_writes_nothing(tmp_path, bad, messag
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["00000.png"] and writer.count == 1
     writer.abort()
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*partial"))
+
+
+# ------------------------------------------------------------- frames written in place (a folder renamed whole)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to tell the frame's descriptor")
+def test_in_place_frames_are_the_same_bytes_and_a_full_disk_leaves_no_half_frame(tmp_path, monkeypatch):
+    frames = [_face(64, i) for i in range(3)]
+    for label, in_place in (("renamed", False), ("in_place", True)):
+        writer = VideoFileWriter(VideoSpec(mp4=str(tmp_path / f"{label}.mp4"), fps=30.0,
+                                           png_dir=str(tmp_path / label), frames_in_place=in_place))
+        for frame in frames:
+            writer.write(frame)
+        writer.close()
+    assert sorted(p.name for p in (tmp_path / "in_place").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert all((tmp_path / "in_place" / n).read_bytes() == (tmp_path / "renamed" / n).read_bytes()
+               for n in ("00000.png", "00001.png", "00002.png"))
+    folder = tmp_path / "full"
+    real = os.write
+
+    def write(fd, data):  # the second frame stops after 100 bytes, like a full disk
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("00001.png"):
+            return real(fd, data)
+        real(fd, bytes(memoryview(data).cast("B")[:100]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with WriterPool(0) as pool:
+        job = pool.open(VideoSpec(mp4=str(tmp_path / "v.mp4"), fps=30.0, png_dir=str(folder), frames_in_place=True))
+        job.write(frames[0])
+        monkeypatch.setattr(os, "write", write)
+        with pytest.raises(WriterError, match=r"cannot write PNG frame 00001\.png in folder .*full: No space") as caught:
+            job.write(frames[1])
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png"]  # what was written of frame 1 is removed
+
+
+def test_in_place_a_leftover_or_a_link_at_a_frame_name_is_replaced_never_followed(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("keep me")
+    frames = [_face(32, i)[..., 0].copy() for i in range(2)]
+    (folder / "00000.png").write_bytes(b"half a frame from a killed run")
+    (folder / "00001.png").symlink_to(outside)
+    for i, frame in enumerate(frames):
+        png.write_png(folder / f"{i:05d}.png", frame, in_place=True)
+        assert np.array_equal(np.asarray(Image.open(folder / f"{i:05d}.png")), frame)
+    assert outside.read_text() == "keep me" and not (folder / "00001.png").is_symlink()
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png"]
+
+
+def test_in_place_a_read_only_folder_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    real = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OSError, match=f"cannot write PNG frame 00000.png in folder {folder}: Read-only") as caught:
+        png.write_png(folder / "00000.png", _face(32)[..., 0], in_place=True)
+    assert caught.value.errno == errno.EROFS and list(folder.iterdir()) == []
