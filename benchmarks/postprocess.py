@@ -46,6 +46,13 @@ from thermvision_db.io.encode import write_mp4  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import writer_stages  # noqa: E402  (benchmarks/writer_stages.py)
 
+import cv2  # noqa: E402
+
+# One OpenCV thread, as every writer process runs (generator/corpus/frame_writer.py): with OpenCV's default pool,
+# the per-frame look-up table that turns gray frames into yuv420p spends about 0.3 CPU-s per identity in the
+# kernel on thread hand-offs, which no writer process pays.
+cv2.setNumThreads(1)
+
 PAPER_SETS = {"head_pose": 354, "expression": 250}
 SIZE = 512
 
