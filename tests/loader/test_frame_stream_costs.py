@@ -120,6 +120,10 @@ def test_class_names_given_as_integers_encode_as_datasets_encodes_the_names(iden
 
     coded = FrameLabelCodes(features).encode(row())
     assert encoded(coded) == encoded(row())
+    for path in (__file__, "/no/such/frame.png"):  # an image given by path: the same encoded value as the dict
+        by_path = dict(row(), image={"path": path, "bytes": None})
+        coded_path = FrameLabelCodes(features).encode(dict(by_path))
+        assert coded_path["image"] == path and encoded(coded_path) == encoded(by_path)
     known = {"identity": identity in IDENTITIES, "qc": qc in ("ok", "missing")}
     for name, is_class in known.items():
         assert isinstance(coded[name], int) == is_class
