@@ -81,8 +81,10 @@ def encoder_options(codec: str, crf: int = 18, preset: str = "medium", threads: 
 
 def is_gray(frame: np.ndarray) -> bool:
     """True for (H, W) frames and (H, W, 3) frames whose three channels are equal."""
-    return frame.ndim == 2 or shared_channels(frame) or (frame.shape[2] == 3 and np.array_equal(frame[..., 0], frame[..., 1])
-                               and np.array_equal(frame[..., 1], frame[..., 2]))
+    if frame.ndim == 2 or shared_channels(frame):
+        return True
+    return frame.shape[2] == 3 and np.array_equal(frame[..., 0], frame[..., 1]) \
+        and np.array_equal(frame[..., 1], frame[..., 2])
 
 
 def shared_channels(frame: np.ndarray) -> bool:

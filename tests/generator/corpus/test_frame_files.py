@@ -143,12 +143,13 @@ def test_a_frame_buffer_still_referred_to_is_never_overwritten(tmp_path):
 # ---------------------------------------------------------------------------------------------- hostile list
 
 
-def _full_disk_after(monkeypatch, limit: int):
-    """os.write that lets a frame's temporary file grow to `limit` bytes, then fails like a full disk."""
+def _full_disk_after(monkeypatch, limit: int, name_end: str = ".png.partial"):
+    """os.write that lets a file whose name ends in `name_end` (a frame's temporary file) grow to `limit` bytes,
+    then fails like a full disk."""
     real = os.write
 
     def write(fd, data):
-        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".png.partial"):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(name_end):
             return real(fd, data)
         data = memoryview(data).cast("B")
         room = limit - os.fstat(fd).st_size
@@ -216,13 +217,7 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
                 png.write_png(folder / "00000.png", frame[..., 0])
         finally:
             folder.chmod(0o755)
-    real = os.open
-
-    def read_only(path, *args, **kwargs):
-        if str(path).startswith(str(folder)):
-            raise OSError(errno.EROFS, "Read-only file system", str(path))
-        return real(path, *args, **kwargs)
-    monkeypatch.setattr(os, "open", read_only)
+    _read_only(monkeypatch, folder)
     writer = VideoFileWriter(VideoSpec(mp4=str(tmp_path / "v.mp4"), fps=30.0, png_dir=str(folder)))
     with pytest.raises(OSError, match=f"cannot write PNG frame 00000.png in folder {folder}: Read-only") as caught:
         writer.write(frame)
@@ -230,14 +225,31 @@ def test_a_read_only_folder_is_named(tmp_path, monkeypatch):
     assert caught.value.errno == errno.EROFS and list(folder.iterdir()) == []
 
 
-def test_a_leftover_or_a_link_at_a_temporary_name_is_replaced_never_followed(tmp_path):
+def _read_only(monkeypatch, folder: Path) -> None:
+    """os.open refuses every path under `folder` as a read-only file system does."""
+    real = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only)
+
+
+def _planted(tmp_path: Path, leftover: str, link: str) -> tuple[Path, Path, list]:
+    """A frame folder holding a killed run's half file at `leftover` and a link to a file outside at `link`;
+    the folder, the outside file and two gray frames to write."""
     folder = tmp_path / "frames"
     folder.mkdir()
     outside = tmp_path / "secret.txt"
     outside.write_text("keep me")
-    frames = [_face(32, i)[..., 0].copy() for i in range(2)]
-    (folder / ".00000.png.partial").write_bytes(b"half a frame from a killed run")
-    (folder / ".00001.png.partial").symlink_to(outside)
+    (folder / leftover).write_bytes(b"half a frame from a killed run")
+    (folder / link).symlink_to(outside)
+    return folder, outside, [_face(32, i)[..., 0].copy() for i in range(2)]
+
+
+def test_a_leftover_or_a_link_at_a_temporary_name_is_replaced_never_followed(tmp_path):
+    folder, outside, frames = _planted(tmp_path, ".00000.png.partial", ".00001.png.partial")
     for i, frame in enumerate(frames):
         png.write_png(folder / f"{i:05d}.png", frame)
         assert np.array_equal(np.asarray(Image.open(folder / f"{i:05d}.png")), frame)
@@ -284,17 +296,10 @@ def test_in_place_frames_are_the_same_bytes_and_a_full_disk_leaves_no_half_frame
     assert all((tmp_path / "in_place" / n).read_bytes() == (tmp_path / "renamed" / n).read_bytes()
                for n in ("00000.png", "00001.png", "00002.png"))
     folder = tmp_path / "full"
-    real = os.write
-
-    def write(fd, data):  # the second frame stops after 100 bytes, like a full disk
-        if not os.readlink(f"/proc/self/fd/{fd}").endswith("00001.png"):
-            return real(fd, data)
-        real(fd, bytes(memoryview(data).cast("B")[:100]))
-        raise OSError(errno.ENOSPC, "No space left on device")
     with WriterPool(0) as pool:
         job = pool.open(VideoSpec(mp4=str(tmp_path / "v.mp4"), fps=30.0, png_dir=str(folder), frames_in_place=True))
         job.write(frames[0])
-        monkeypatch.setattr(os, "write", write)
+        _full_disk_after(monkeypatch, 100, name_end="00001.png")  # the second frame stops after 100 bytes
         with pytest.raises(WriterError, match=r"cannot write PNG frame 00001\.png in folder .*full: No space") as caught:
             job.write(frames[1])
     assert caught.value.errno == errno.ENOSPC
@@ -302,13 +307,7 @@ def test_in_place_frames_are_the_same_bytes_and_a_full_disk_leaves_no_half_frame
 
 
 def test_in_place_a_leftover_or_a_link_at_a_frame_name_is_replaced_never_followed(tmp_path):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    outside = tmp_path / "secret.txt"
-    outside.write_text("keep me")
-    frames = [_face(32, i)[..., 0].copy() for i in range(2)]
-    (folder / "00000.png").write_bytes(b"half a frame from a killed run")
-    (folder / "00001.png").symlink_to(outside)
+    folder, outside, frames = _planted(tmp_path, "00000.png", "00001.png")
     for i, frame in enumerate(frames):
         png.write_png(folder / f"{i:05d}.png", frame, in_place=True)
         assert np.array_equal(np.asarray(Image.open(folder / f"{i:05d}.png")), frame)
@@ -319,13 +318,7 @@ def test_in_place_a_leftover_or_a_link_at_a_frame_name_is_replaced_never_followe
 def test_in_place_a_read_only_folder_is_named(tmp_path, monkeypatch):
     folder = tmp_path / "frames"
     folder.mkdir()
-    real = os.open
-
-    def read_only(path, *args, **kwargs):
-        if str(path).startswith(str(folder)):
-            raise OSError(errno.EROFS, "Read-only file system", str(path))
-        return real(path, *args, **kwargs)
-    monkeypatch.setattr(os, "open", read_only)
+    _read_only(monkeypatch, folder)
     with pytest.raises(OSError, match=f"cannot write PNG frame 00000.png in folder {folder}: Read-only") as caught:
         png.write_png(folder / "00000.png", _face(32)[..., 0], in_place=True)
     assert caught.value.errno == errno.EROFS and list(folder.iterdir()) == []
